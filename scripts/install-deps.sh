@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package ledgerq needs to build, run and test.
+# Idempotent: packages already present are skipped by apt; safe to run on every build.
+# Used by README's quick start, .ci/run and the Dockerfile alike.
+set -euo pipefail
+
+BUILD_PKGS=(
+  build-essential cmake pkg-config git ca-certificates
+  libboost-dev libboost-system-dev
+  librocksdb-dev
+  libprotobuf-dev protobuf-compiler
+  libgrpc++-dev protobuf-compiler-grpc
+  prometheus-cpp-dev
+  libssl-dev
+  nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libtomlplusplus-dev
+  catch2
+)
+# Test-only tools: promtool (metrics/rules checks), procps (pkill/ps in e2e scripts).
+TEST_PKGS=(prometheus procps)
+
+want=("${BUILD_PKGS[@]}")
+if [[ "${1:-}" == "--with-tests" ]]; then
+  want+=("${TEST_PKGS[@]}")
+fi
+
+missing=()
+for p in "${want[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#want[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+echo "install-deps: installing ${missing[*]}"
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,38 @@
+// The daemon's one Config: parsed once in main (flags over an optional TOML file over
+// defaults) and passed into constructors. No module reads flags or the environment itself.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "common/status.h"
+#include "storage/job_store.h"
+
+namespace ledgerq::server {
+
+struct Config {
+  std::string config_file;
+  std::string data_dir = "./ledgerq-data";
+  std::string grpc_listen = "127.0.0.1:7400";
+  std::string http_listen = "127.0.0.1:7401";
+  storage::SyncMode sync = storage::SyncMode::kAlways;
+  uint64_t max_payload_bytes = 1 << 20;
+  std::chrono::microseconds dedup_window = std::chrono::hours(24);
+  uint32_t default_max_attempts = 5;
+  std::string log_level = "info";
+};
+
+// Applies the keys of a TOML document over `base`. Keys are the long flag names
+// (data-dir, grpc-listen, http-listen, sync, max-payload-bytes, dedup-window,
+// default-max-attempts, log-level). Unknown keys and wrong types are errors naming the key.
+[[nodiscard]] Result<Config> ParseConfigToml(std::string_view text, Config base);
+
+// Parses argv. Returns nullopt when --help or --version was printed (exit 0).
+[[nodiscard]] Result<std::optional<Config>> ParseCommandLine(int argc, char** argv);
+
+[[nodiscard]] Result<storage::SyncMode> ParseSyncMode(std::string_view text);
+
+}  // namespace ledgerq::server

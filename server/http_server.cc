@@ -1,0 +1,198 @@
+#include "server/http_server.h"
+
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/version.hpp>
+
+#include <chrono>
+
+namespace ledgerq::server {
+namespace {
+
+namespace beast = boost::beast;
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+constexpr auto kReadTimeout = std::chrono::seconds(30);
+constexpr size_t kBodyLimit = 8 * 1024;  // operators' endpoints take no bodies worth having
+
+HttpResponse Text(const HttpRequest& req, http::status status, std::string body,
+                  const char* content_type = "text/plain; charset=utf-8") {
+  HttpResponse res{status, req.version()};
+  res.set(http::field::server, "ledgerqd");
+  res.set(http::field::content_type, content_type);
+  res.keep_alive(req.keep_alive());
+  res.body() = std::move(body);
+  res.prepare_payload();
+  return res;
+}
+
+void Fail(beast::error_code ec, const char* what) {
+  // Peers vanishing mid-request are routine for a scrape endpoint; nothing to log.
+  (void)ec;
+  (void)what;
+}
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket&& socket, std::shared_ptr<const HttpRoutes> routes)
+      : stream_(std::move(socket)), routes_(std::move(routes)) {}
+
+  void Run() {
+    asio::dispatch(stream_.get_executor(),
+                   beast::bind_front_handler(&Session::DoRead, shared_from_this()));
+  }
+
+ private:
+  void DoRead() {
+    parser_.emplace();
+    parser_->body_limit(kBodyLimit);
+    stream_.expires_after(kReadTimeout);
+    http::async_read(stream_, buffer_, *parser_,
+                     beast::bind_front_handler(&Session::OnRead, shared_from_this()));
+  }
+
+  void OnRead(beast::error_code ec, size_t) {
+    if (ec == http::error::end_of_stream) return DoClose();
+    if (ec) return Fail(ec, "read");
+    HttpRequest req = parser_->release();
+    auto res = std::make_shared<HttpResponse>(Route(req, *routes_));
+    bool keep = res->keep_alive();
+    http::async_write(stream_, *res,
+                      [self = shared_from_this(), res, keep](beast::error_code ec, size_t) {
+                        if (ec) return Fail(ec, "write");
+                        if (!keep) return self->DoClose();
+                        self->DoRead();
+                      });
+  }
+
+  void DoClose() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+  }
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::shared_ptr<const HttpRoutes> routes_;
+};
+
+}  // namespace
+
+struct HttpServer::Listener : std::enable_shared_from_this<HttpServer::Listener> {
+  Listener(asio::io_context& ioc, std::shared_ptr<const HttpRoutes> routes)
+      : ioc(ioc), acceptor(asio::make_strand(ioc)), routes(std::move(routes)) {}
+
+  void Accept() {
+    acceptor.async_accept(asio::make_strand(ioc),
+                          [self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
+                            if (ec == asio::error::operation_aborted || !self->acceptor.is_open()) {
+                              return;
+                            }
+                            if (!ec) std::make_shared<Session>(std::move(socket), self->routes)->Run();
+                            self->Accept();
+                          });
+  }
+
+  asio::io_context& ioc;
+  tcp::acceptor acceptor;
+  std::shared_ptr<const HttpRoutes> routes;
+};
+
+HttpResponse Route(const HttpRequest& req, const HttpRoutes& routes) {
+  if (req.method() != http::verb::get && req.method() != http::verb::head) {
+    auto res = Text(req, http::status::method_not_allowed, "only GET and HEAD are served\n");
+    res.set(http::field::allow, "GET, HEAD");
+    return res;
+  }
+  std::string_view target(req.target().data(), req.target().size());
+  std::string_view path = target.substr(0, target.find('?'));
+  HttpResponse res;
+  if (path == "/metrics") {
+    res = Text(req, http::status::ok, routes.metrics ? routes.metrics() : std::string(),
+               "text/plain; version=0.0.4; charset=utf-8");
+  } else if (path == "/healthz") {
+    bool alive = !routes.alive || routes.alive();
+    res = Text(req, alive ? http::status::ok : http::status::service_unavailable,
+               alive ? "ok\n" : "not alive\n");
+  } else if (path == "/readyz") {
+    std::string why = routes.not_ready_reason ? routes.not_ready_reason() : std::string();
+    res = why.empty() ? Text(req, http::status::ok, "ready\n")
+                      : Text(req, http::status::service_unavailable, "not ready: " + why + "\n");
+  } else {
+    res = Text(req, http::status::not_found,
+               "not found; try /metrics, /healthz or /readyz\n");
+  }
+  if (req.method() == http::verb::head) {
+    auto len = res.body().size();
+    res.body().clear();
+    res.content_length(len);
+  }
+  return res;
+}
+
+Result<tcp::endpoint> ParseEndpoint(const std::string& text, std::string_view field) {
+  auto bad = [&](const std::string& why) {
+    return Status::InvalidArgument(std::string(field) + ": \"" + text + "\" " + why +
+                                   " (expected host:port, e.g. 127.0.0.1:7401 or [::1]:7401)");
+  };
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0) return bad("has no port");
+  std::string host = text.substr(0, colon);
+  std::string port_text = text.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host == "localhost") host = "127.0.0.1";
+  if (port_text.empty() || port_text.size() > 5 ||
+      port_text.find_first_not_of("0123456789") != std::string::npos) {
+    return bad("has an invalid port");
+  }
+  unsigned long port = std::stoul(port_text);
+  if (port > 65535) return bad("has a port above 65535");
+  beast::error_code ec;
+  auto addr = asio::ip::make_address(host, ec);
+  if (ec) return bad("has an invalid IP address");
+  return tcp::endpoint(addr, static_cast<uint16_t>(port));
+}
+
+HttpServer::HttpServer(asio::io_context& ioc, HttpRoutes routes)
+    : ioc_(ioc), routes_(std::make_shared<const HttpRoutes>(std::move(routes))) {}
+
+HttpServer::~HttpServer() { Stop(); }
+
+Status HttpServer::Listen(const tcp::endpoint& ep) {
+  listener_ = std::make_shared<Listener>(ioc_, routes_);
+  beast::error_code ec;
+  auto& a = listener_->acceptor;
+  auto where = [&] { return ep.address().to_string() + ":" + std::to_string(ep.port()); };
+  a.open(ep.protocol(), ec);
+  if (!ec) a.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) a.bind(ep, ec);
+  if (ec) {
+    return Status::Unavailable("--http-listen: cannot bind " + where() + ": " + ec.message());
+  }
+  a.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return Status::Unavailable("--http-listen: cannot listen on " + where() + ": " +
+                               ec.message());
+  }
+  listener_->Accept();
+  return Status::Ok();
+}
+
+uint16_t HttpServer::port() const {
+  beast::error_code ec;
+  return listener_ ? listener_->acceptor.local_endpoint(ec).port() : 0;
+}
+
+void HttpServer::Stop() {
+  if (!listener_) return;
+  auto l = listener_;
+  asio::post(l->acceptor.get_executor(), [l] {
+    beast::error_code ec;
+    l->acceptor.close(ec);
+  });
+}
+
+}  // namespace ledgerq::server

@@ -1,0 +1,257 @@
+#include "server/job_mapping.h"
+
+#include <google/protobuf/util/time_util.h>
+
+#include <random>
+
+namespace ledgerq::server {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+bool IsNameChar(char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+         c == '.' || c == '_' || c == ':' || c == '-';
+}
+
+bool IsHex(std::string_view s) {
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+bool AllZero(std::string_view s) { return s.find_first_not_of('0') == std::string_view::npos; }
+
+bool HasControlChars(std::string_view s) {
+  for (unsigned char c : s) {
+    if (c < 0x20 || c == 0x7f) return true;
+  }
+  return false;
+}
+
+std::string Quote(std::string_view s) {
+  // Echo at most 64 bytes of a bad value back, with control characters escaped.
+  std::string out = "\"";
+  for (size_t i = 0; i < s.size() && i < 64; ++i) {
+    unsigned char c = s[i];
+    if (c < 0x20 || c == 0x7f || c == '"' || c == '\\') {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  if (s.size() > 64) out += "...";
+  return out + "\"";
+}
+
+google::protobuf::Timestamp FromMicros(int64_t us) { return TimeUtil::MicrosecondsToTimestamp(us); }
+
+}  // namespace
+
+Status ValidateName(std::string_view value, std::string_view field) {
+  if (value.empty()) return Status::InvalidArgument(std::string(field) + ": must not be empty");
+  if (value.size() > kMaxNameBytes) {
+    return Status::InvalidArgument(std::string(field) + ": longer than 128 bytes (" +
+                                   std::to_string(value.size()) + ")");
+  }
+  for (char c : value) {
+    if (!IsNameChar(c)) {
+      return Status::InvalidArgument(std::string(field) + ": " + Quote(value) +
+                                     " has characters outside [A-Za-z0-9._:-]");
+    }
+  }
+  return Status::Ok();
+}
+
+bool IsValidTraceparent(std::string_view tp) {
+  if (tp.size() != 55 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-') return false;
+  std::string_view version = tp.substr(0, 2), trace = tp.substr(3, 32), span = tp.substr(36, 16),
+                   flags = tp.substr(53, 2);
+  return IsHex(version) && version != "ff" && IsHex(trace) && !AllZero(trace) && IsHex(span) &&
+         !AllZero(span) && IsHex(flags);
+}
+
+std::string NewTraceparent() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  auto hex = [](uint64_t v, int digits) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string s(digits, '0');
+    for (int i = digits - 1; i >= 0; --i, v >>= 4) s[i] = kHex[v & 0xf];
+    return s;
+  };
+  uint64_t a = rng() | 1, b = rng(), c = rng() | 1;
+  return "00-" + hex(a, 16) + hex(b, 16) + "-" + hex(c, 16) + "-01";
+}
+
+Status ToNewJob(const v1::EnqueueRequest& req, const EnqueueLimits& limits, int64_t now_us,
+                std::string_view metadata_traceparent, storage::NewJob* out) {
+  LEDGERQ_RETURN_IF_ERROR(ValidateName(req.queue(), "queue"));
+  LEDGERQ_RETURN_IF_ERROR(ValidateName(req.type(), "type"));
+  if (req.payload().size() > limits.max_payload_bytes) {
+    return Status::InvalidArgument("payload: " + std::to_string(req.payload().size()) +
+                                   " bytes exceeds the limit of " +
+                                   std::to_string(limits.max_payload_bytes) + " bytes");
+  }
+  if (req.idempotency_key().size() > kMaxIdempotencyKeyBytes) {
+    return Status::InvalidArgument("idempotency_key: longer than 256 bytes (" +
+                                   std::to_string(req.idempotency_key().size()) + ")");
+  }
+  if (HasControlChars(req.idempotency_key())) {
+    return Status::InvalidArgument("idempotency_key: " + Quote(req.idempotency_key()) +
+                                   " contains control characters");
+  }
+  if (req.labels_size() > static_cast<int>(kMaxLabels)) {
+    return Status::InvalidArgument("labels: " + std::to_string(req.labels_size()) +
+                                   " entries exceeds the limit of 64");
+  }
+  for (const auto& [k, v] : req.labels()) {
+    if (k.empty()) return Status::InvalidArgument("labels: a key is empty");
+    if (k.size() > kMaxLabelBytes) {
+      return Status::InvalidArgument("labels: key " + Quote(k) + " is longer than 256 bytes");
+    }
+    if (v.size() > kMaxLabelBytes) {
+      return Status::InvalidArgument("labels[" + Quote(k) + "]: value is longer than 256 bytes");
+    }
+  }
+  if (req.max_attempts() > kMaxAttemptsCeiling) {
+    return Status::InvalidArgument("max_attempts: must be between 1 and 1000, got " +
+                                   std::to_string(req.max_attempts()));
+  }
+  int64_t run_at = now_us;
+  if (req.has_run_at() && req.has_delay()) {
+    return Status::InvalidArgument("run_at, delay: give one or the other, not both");
+  }
+  if (req.has_run_at()) {
+    if (req.run_at().seconds() < TimeUtil::kTimestampMinSeconds ||
+        req.run_at().seconds() > TimeUtil::kTimestampMaxSeconds || req.run_at().nanos() < 0 ||
+        req.run_at().nanos() > 999'999'999) {
+      return Status::InvalidArgument("run_at: not a valid timestamp");
+    }
+    int64_t t = TimeUtil::TimestampToMicroseconds(req.run_at());
+    if (t > now_us + kMaxScheduleAheadUs) {
+      return Status::InvalidArgument("run_at: " + TimeUtil::ToString(req.run_at()) +
+                                     " is more than 1 year in the future");
+    }
+    if (t < now_us - kMaxScheduleAheadUs) {
+      return Status::InvalidArgument("run_at: " + TimeUtil::ToString(req.run_at()) +
+                                     " is more than 1 year in the past");
+    }
+    run_at = std::max(t, now_us);
+  } else if (req.has_delay()) {
+    if (req.delay().seconds() < 0 || req.delay().nanos() < 0 ||
+        req.delay().nanos() > 999'999'999 || req.delay().seconds() > TimeUtil::kDurationMaxSeconds) {
+      return Status::InvalidArgument("delay: must be a non-negative duration");
+    }
+    int64_t d = TimeUtil::DurationToMicroseconds(req.delay());
+    if (d > kMaxScheduleAheadUs) {
+      return Status::InvalidArgument("delay: " + TimeUtil::ToString(req.delay()) +
+                                     " is more than 1 year");
+    }
+    run_at = now_us + d;
+  }
+  std::string traceparent = req.traceparent();
+  if (traceparent.empty()) traceparent = std::string(metadata_traceparent);
+  if (!traceparent.empty() && !IsValidTraceparent(traceparent)) {
+    return Status::InvalidArgument("traceparent: " + Quote(traceparent) +
+                                   " is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)");
+  }
+  if (traceparent.empty()) traceparent = NewTraceparent();
+
+  out->queue = req.queue();
+  out->type = req.type();
+  out->payload = req.payload();
+  out->priority = req.priority();
+  out->run_at_us = run_at;
+  out->max_attempts = req.max_attempts() ? req.max_attempts() : limits.default_max_attempts;
+  out->idempotency_key = req.idempotency_key();
+  out->parent_job_id = req.parent_job_id();
+  out->labels.clear();
+  for (const auto& [k, v] : req.labels()) out->labels.emplace(k, v);
+  out->traceparent = std::move(traceparent);
+  return Status::Ok();
+}
+
+v1::Job ToApiJob(const storage::JobRecord& rec, int64_t now_us) {
+  v1::Job job;
+  job.set_id(rec.id());
+  job.set_queue(rec.queue());
+  job.set_type(rec.type());
+  job.set_priority(rec.priority());
+  *job.mutable_run_at() = FromMicros(rec.run_at_us());
+  job.set_max_attempts(rec.max_attempts());
+  job.set_idempotency_key(rec.idempotency_key());
+  job.set_parent_job_id(rec.parent_job_id());
+  for (const auto& [k, v] : rec.labels()) (*job.mutable_labels())[k] = v;
+  job.set_traceparent(rec.traceparent());
+  auto state = static_cast<v1::JobState>(rec.state());
+  if (state == v1::JOB_STATE_SCHEDULED && rec.run_at_us() <= now_us) {
+    state = v1::JOB_STATE_READY;
+  }
+  job.set_state(state);
+  job.set_attempts(rec.attempts());
+  *job.mutable_created_at() = FromMicros(rec.created_at_us());
+  *job.mutable_updated_at() = FromMicros(rec.updated_at_us());
+  job.set_result(rec.result());
+  for (const auto& e : rec.errors()) {
+    auto* out = job.add_errors();
+    out->set_attempt(e.attempt());
+    *out->mutable_at() = FromMicros(e.at_us());
+    out->set_worker_id(e.worker_id());
+    out->set_kind(static_cast<v1::ErrorKind>(e.kind()));
+    out->set_code(e.code());
+    out->set_message(e.message());
+    out->set_details(e.details());
+  }
+  job.set_payload_sha256(rec.payload_sha256());
+  job.set_submitted_by(rec.submitted_by());
+  job.set_cancel_reason(rec.cancel_reason());
+  return job;
+}
+
+grpc::StatusCode ToGrpcCode(Code code) {
+  switch (code) {
+    case Code::kOk: return grpc::StatusCode::OK;
+    case Code::kInvalidArgument: return grpc::StatusCode::INVALID_ARGUMENT;
+    case Code::kNotFound: return grpc::StatusCode::NOT_FOUND;
+    case Code::kAlreadyExists: return grpc::StatusCode::ALREADY_EXISTS;
+    case Code::kFailedPrecondition: return grpc::StatusCode::FAILED_PRECONDITION;
+    case Code::kResourceExhausted: return grpc::StatusCode::RESOURCE_EXHAUSTED;
+    case Code::kUnavailable: return grpc::StatusCode::UNAVAILABLE;
+    case Code::kCorruption: return grpc::StatusCode::DATA_LOSS;
+    case Code::kInternal: return grpc::StatusCode::INTERNAL;
+  }
+  return grpc::StatusCode::UNKNOWN;
+}
+
+grpc::Status ToGrpcStatus(const Status& st) {
+  if (st.ok()) return grpc::Status::OK;
+  return grpc::Status(ToGrpcCode(st.code()), st.message());
+}
+
+const char* GrpcCodeName(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK: return "OK";
+    case grpc::StatusCode::CANCELLED: return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED: return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL: return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
+    default: return "OTHER";
+  }
+}
+
+}  // namespace ledgerq::server

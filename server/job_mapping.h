@@ -1,0 +1,51 @@
+// Wire <-> domain mapping for jobs: request validation (every rule names its field), defaults,
+// conversion of stored records to API messages, and Status -> grpc::Status. Pure functions,
+// so they are tested without a server.
+#pragma once
+
+#include <grpcpp/support/status.h>
+
+#include <cstdint>
+#include <string>
+
+#include "common/status.h"
+#include "ledgerq/v1/ledgerq.pb.h"
+#include "storage/job_store.h"
+
+namespace ledgerq::server {
+
+struct EnqueueLimits {
+  uint64_t max_payload_bytes = 1 << 20;
+  uint32_t default_max_attempts = 5;
+};
+
+inline constexpr size_t kMaxNameBytes = 128;
+inline constexpr size_t kMaxLabels = 64;
+inline constexpr size_t kMaxLabelBytes = 256;
+inline constexpr size_t kMaxIdempotencyKeyBytes = 256;
+inline constexpr uint32_t kMaxAttemptsCeiling = 1000;
+inline constexpr size_t kMaxBatchItems = 1000;
+inline constexpr int64_t kMaxScheduleAheadUs = 366LL * 24 * 3600 * 1'000'000;
+
+// Queue and type names: [A-Za-z0-9._:-]{1,128}.
+[[nodiscard]] Status ValidateName(std::string_view value, std::string_view field);
+
+// Validates `req` and fills `out` with defaults applied (run_at resolved against `now_us`,
+// traceparent generated when absent). `metadata_traceparent` is the request's gRPC metadata
+// value, used when the field is empty. Writes nothing on error.
+[[nodiscard]] Status ToNewJob(const v1::EnqueueRequest& req, const EnqueueLimits& limits,
+                              int64_t now_us, std::string_view metadata_traceparent,
+                              storage::NewJob* out);
+
+// W3C trace context: "00-<32 hex trace id>-<16 hex span id>-<2 hex flags>", ids not all zero.
+bool IsValidTraceparent(std::string_view tp);
+std::string NewTraceparent();
+
+// A stored job as the API shows it. A SCHEDULED job whose run_at has passed shows READY.
+v1::Job ToApiJob(const storage::JobRecord& rec, int64_t now_us);
+
+grpc::Status ToGrpcStatus(const Status& st);
+grpc::StatusCode ToGrpcCode(Code code);
+const char* GrpcCodeName(grpc::StatusCode code);
+
+}  // namespace ledgerq::server

@@ -1,0 +1,174 @@
+#include "server/job_service.h"
+
+#include <memory>
+
+namespace ledgerq::server {
+namespace {
+
+std::string_view MetadataValue(const grpc::CallbackServerContext* ctx, std::string_view key) {
+  const auto& md = ctx->client_metadata();
+  auto it = md.find(grpc::string_ref(key.data(), key.size()));
+  if (it == md.end()) return {};
+  return {it->second.data(), it->second.size()};
+}
+
+}  // namespace
+
+JobServiceImpl::JobServiceImpl(storage::JobStore* store, metrics::Metrics* metrics, Clock* clock,
+                               EnqueueLimits limits, JobObserver observer)
+    : store_(store), metrics_(metrics), clock_(clock), limits_(limits),
+      observer_(std::move(observer)) {}
+
+void JobServiceImpl::Finish(grpc::ServerUnaryReactor* reactor, const char* method,
+                            const grpc::Status& st) {
+  if (metrics_) metrics_->GrpcRequest(method, GrpcCodeName(st.error_code()));
+  reactor->Finish(st);
+}
+
+void JobServiceImpl::Record(const storage::EnqueueOutcome& o) {
+  if (!o.status.ok()) return;
+  if (o.deduplicated) {
+    if (metrics_) metrics_->JobDeduplicated(o.job.queue(), o.job.type());
+    return;
+  }
+  if (metrics_) metrics_->JobEnqueued(o.job.queue(), o.job.type());
+  if (observer_.created) observer_.created(o.job);
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::Enqueue(grpc::CallbackServerContext* ctx,
+                                                  const v1::EnqueueRequest* req,
+                                                  v1::EnqueueResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  const int64_t now = clock_->WallMicros();
+  std::vector<storage::NewJob> items(1);
+  Status st = ToNewJob(*req, limits_, now, MetadataValue(ctx, "traceparent"), &items[0]);
+  if (!st.ok()) {
+    Finish(reactor, "Enqueue", ToGrpcStatus(st));
+    return reactor;
+  }
+  store_->Enqueue(std::move(items), kAnonymous,
+                  [this, reactor, resp](std::vector<storage::EnqueueOutcome> outcomes) {
+                    const auto& o = outcomes[0];
+                    if (o.status.ok()) {
+                      Record(o);
+                      *resp->mutable_job() = ToApiJob(o.job, clock_->WallMicros());
+                      resp->set_deduplicated(o.deduplicated);
+                    }
+                    Finish(reactor, "Enqueue", ToGrpcStatus(o.status));
+                  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::EnqueueBatch(grpc::CallbackServerContext* ctx,
+                                                       const v1::EnqueueBatchRequest* req,
+                                                       v1::EnqueueBatchResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  const int n = req->items_size();
+  if (n == 0 || n > static_cast<int>(kMaxBatchItems)) {
+    Finish(reactor, "EnqueueBatch",
+           grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "items: must hold 1 to 1000 items, got " + std::to_string(n)));
+    return reactor;
+  }
+  const int64_t now = clock_->WallMicros();
+  const std::string_view md_tp = MetadataValue(ctx, "traceparent");
+  // Invalid items get their own error; the valid ones are written together in one batch.
+  auto slot_of = std::make_shared<std::vector<int>>();  // index into `items` per valid request
+  std::vector<storage::NewJob> items;
+  items.reserve(n);
+  for (int i = 0; i < n; ++i) {
+    auto* result = resp->add_results();
+    storage::NewJob job;
+    Status st = ToNewJob(req->items(i), limits_, now, md_tp, &job);
+    if (!st.ok()) {
+      result->mutable_error()->set_code(static_cast<int>(ToGrpcCode(st.code())));
+      result->mutable_error()->set_message("items[" + std::to_string(i) + "]." + st.message());
+      continue;
+    }
+    slot_of->push_back(i);
+    items.push_back(std::move(job));
+  }
+  if (items.empty()) {
+    Finish(reactor, "EnqueueBatch", grpc::Status::OK);
+    return reactor;
+  }
+  store_->Enqueue(
+      std::move(items), kAnonymous,
+      [this, reactor, resp, slot_of](std::vector<storage::EnqueueOutcome> outcomes) {
+        const int64_t now = clock_->WallMicros();
+        for (size_t k = 0; k < outcomes.size(); ++k) {
+          auto& o = outcomes[k];
+          auto* result = resp->mutable_results((*slot_of)[k]);
+          if (o.status.ok()) {
+            Record(o);
+            *result->mutable_ok()->mutable_job() = ToApiJob(o.job, now);
+            result->mutable_ok()->set_deduplicated(o.deduplicated);
+          } else {
+            result->mutable_error()->set_code(static_cast<int>(ToGrpcCode(o.status.code())));
+            result->mutable_error()->set_message(o.status.message());
+          }
+        }
+        Finish(reactor, "EnqueueBatch", grpc::Status::OK);
+      });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* ctx,
+                                                 const v1::GetJobRequest* req, v1::Job* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  Result<storage::JobRecord> rec = Status::InvalidArgument("id or idempotency: give one");
+  if (req->has_id()) {
+    rec = req->id() == 0 ? Result<storage::JobRecord>(Status::InvalidArgument("id: must be > 0"))
+                         : store_->GetJob(req->id());
+  } else if (req->has_idempotency()) {
+    const auto& ref = req->idempotency();
+    Status st = ValidateName(ref.queue(), "idempotency.queue");
+    if (st.ok() && ref.idempotency_key().empty()) {
+      st = Status::InvalidArgument("idempotency.idempotency_key: must not be empty");
+    }
+    rec = st.ok() ? store_->GetJobByIdempotencyKey(ref.queue(), ref.idempotency_key())
+                  : Result<storage::JobRecord>(st);
+  }
+  if (!rec.ok()) {
+    Finish(reactor, "GetJob", ToGrpcStatus(rec.status()));
+    return reactor;
+  }
+  *resp = ToApiJob(*rec, clock_->WallMicros());
+  auto payload = store_->GetPayload(rec->id());
+  if (payload.ok()) {
+    resp->set_payload(std::move(payload).value());
+  } else if (payload.status().code() != Code::kNotFound) {
+    Finish(reactor, "GetJob", ToGrpcStatus(payload.status()));
+    return reactor;
+  }
+  Finish(reactor, "GetJob", grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext* ctx,
+                                                    const v1::CancelJobRequest* req,
+                                                    v1::Job* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  if (req->id() == 0) {
+    Finish(reactor, "CancelJob",
+           grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "id: must be > 0"));
+    return reactor;
+  }
+  if (req->reason().size() > 1024) {
+    Finish(reactor, "CancelJob",
+           grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "reason: longer than 1024 bytes"));
+    return reactor;
+  }
+  store_->Cancel(req->id(), kAnonymous, req->reason(),
+                 [this, reactor, resp](Result<storage::JobRecord> rec) {
+                   if (rec.ok()) {
+                     if (metrics_) metrics_->JobCancelled(rec->queue(), rec->type());
+                     if (observer_.cancelled) observer_.cancelled(*rec);
+                     *resp = ToApiJob(*rec, clock_->WallMicros());
+                   }
+                   Finish(reactor, "CancelJob", ToGrpcStatus(rec.status()));
+                 });
+  return reactor;
+}
+
+}  // namespace ledgerq::server

@@ -1,0 +1,52 @@
+// The producer-facing gRPC service: Enqueue, EnqueueBatch, GetJob, CancelJob. It validates,
+// hands transitions to storage and answers from storage's callback once the write is durable;
+// it holds no queue state and never blocks a gRPC thread on I/O.
+#pragma once
+
+#include <functional>
+
+#include "common/clock.h"
+#include "ledgerq/v1/ledgerq.grpc.pb.h"
+#include "metrics/metrics.h"
+#include "server/job_mapping.h"
+#include "storage/job_store.h"
+
+namespace ledgerq::server {
+
+// Told about every durable change the service made, so the dispatcher can index it.
+struct JobObserver {
+  std::function<void(const storage::JobRecord&)> created;
+  std::function<void(const storage::JobRecord&)> cancelled;
+};
+
+class JobServiceImpl final : public v1::JobService::CallbackService {
+ public:
+  JobServiceImpl(storage::JobStore* store, metrics::Metrics* metrics, Clock* clock,
+                 EnqueueLimits limits, JobObserver observer = {});
+
+  grpc::ServerUnaryReactor* Enqueue(grpc::CallbackServerContext* ctx,
+                                    const v1::EnqueueRequest* req,
+                                    v1::EnqueueResponse* resp) override;
+  grpc::ServerUnaryReactor* EnqueueBatch(grpc::CallbackServerContext* ctx,
+                                         const v1::EnqueueBatchRequest* req,
+                                         v1::EnqueueBatchResponse* resp) override;
+  grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* ctx,
+                                   const v1::GetJobRequest* req, v1::Job* resp) override;
+  grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* ctx,
+                                      const v1::CancelJobRequest* req, v1::Job* resp) override;
+
+ private:
+  void Finish(grpc::ServerUnaryReactor* reactor, const char* method, const grpc::Status& st);
+  void Record(const storage::EnqueueOutcome& outcome);
+
+  storage::JobStore* store_;
+  metrics::Metrics* metrics_;
+  Clock* clock_;
+  EnqueueLimits limits_;
+  JobObserver observer_;
+};
+
+// The principal every request acts as until authentication exists.
+inline constexpr char kAnonymous[] = "anonymous";
+
+}  // namespace ledgerq::server

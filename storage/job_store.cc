@@ -1,0 +1,742 @@
+#include "storage/job_store.h"
+
+#include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/options.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+
+#include <atomic>
+#include <cstring>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+
+#include "storage/codec.h"
+
+namespace ledgerq::storage {
+namespace {
+
+using v1::ChainHead;
+using v1::IdempotencyRecord;
+
+// The column families, declared once and bound by name after open (never by position).
+enum class Cf { kLog, kJobs, kPayloads, kIdempotency, kMeta };
+struct CfSpec {
+  Cf id;
+  const char* name;
+  bool point_lookups;  // gets a bloom filter
+};
+constexpr CfSpec kColumnFamilies[] = {
+    {Cf::kLog, "log", false},
+    {Cf::kJobs, "jobs", true},
+    {Cf::kPayloads, "payloads", true},
+    {Cf::kIdempotency, "idempotency", true},
+    {Cf::kMeta, "meta", false},
+};
+constexpr size_t kNumCfs = std::size(kColumnFamilies);
+constexpr char kChainHeadKey[] = "chain_head";
+
+std::string DbPath(const std::string& data_dir) {
+  return (std::filesystem::path(data_dir) / "db").string();
+}
+
+Status FromRocks(const rocksdb::Status& s, std::string_view what) {
+  if (s.ok()) return Status::Ok();
+  std::string msg = std::string(what) + ": " + s.ToString();
+  if (s.IsNoSpace()) return Status::ResourceExhausted("disk full: " + msg);
+  if (s.IsCorruption()) return Status::Corruption(msg);
+  if (s.IsIOError() || s.IsBusy() || s.IsTimedOut() || s.IsTryAgain()) {
+    return Status::Unavailable(msg);
+  }
+  return Status::Internal(msg);
+}
+
+rocksdb::ColumnFamilyOptions CfOptions(const CfSpec& spec,
+                                       const std::shared_ptr<rocksdb::Cache>& cache) {
+  rocksdb::ColumnFamilyOptions o;
+  rocksdb::BlockBasedTableOptions t;
+  t.block_cache = cache;
+  if (spec.point_lookups) t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10, false));
+  o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
+  return o;
+}
+
+bool Expired(const IdempotencyRecord& rec, int64_t now_us, std::chrono::microseconds window) {
+  return now_us - rec.created_at_us() >= window.count();
+}
+
+}  // namespace
+
+const char* SyncModeName(SyncMode mode) {
+  switch (mode) {
+    case SyncMode::kAlways: return "always";
+    case SyncMode::kBatch: return "batch";
+    case SyncMode::kNone: return "none";
+  }
+  return "?";
+}
+
+Digest Fingerprint(std::string_view type, const Digest& payload_sha256) {
+  std::string buf;
+  buf.reserve(type.size() + 1);
+  buf.append(type);
+  buf.push_back('\0');
+  return Sha256Pair(buf, AsBytes(payload_sha256));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Txn: what one committer group sees and writes. Reads see the group's own earlier writes
+// (the overlay) before the database, so transitions later in a group build on earlier ones.
+
+class Txn {
+ public:
+  Txn(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* const* cfs, ChainHeadInfo* head,
+      int64_t now_us)
+      : db_(db), cfs_(cfs), head_(head), now_us_(now_us) {}
+
+  int64_t now_us() const { return now_us_; }
+  rocksdb::WriteBatch& batch() { return batch_; }
+  bool empty() const { return events_ == 0; }
+  size_t events() const { return events_; }
+
+  Result<JobRecord> ReadJob(uint64_t id) {
+    if (auto it = jobs_.find(id); it != jobs_.end()) return it->second;
+    std::string value;
+    auto s = db_->Get(rocksdb::ReadOptions(), cf(Cf::kJobs), EncodeU64(id), &value);
+    if (s.IsNotFound()) return Status::NotFound("job " + std::to_string(id) + " not found");
+    LEDGERQ_RETURN_IF_ERROR(FromRocks(s, "read job"));
+    JobRecord rec;
+    LEDGERQ_RETURN_IF_ERROR(DecodeRecord(value, kJobFormatVersion, &rec, "job"));
+    return rec;
+  }
+
+  void WriteJob(const JobRecord& rec) {
+    batch_.Put(cf(Cf::kJobs), EncodeU64(rec.id()), EncodeRecord(kJobFormatVersion, rec));
+    jobs_[rec.id()] = rec;
+  }
+
+  void WritePayload(uint64_t id, std::string_view payload) {
+    batch_.Put(cf(Cf::kPayloads), EncodeU64(id), EncodePayload(payload));
+  }
+
+  Result<std::optional<IdempotencyRecord>> ReadIdempotency(const std::string& key) {
+    if (auto it = idem_.find(key); it != idem_.end()) return std::optional(it->second);
+    std::string value;
+    auto s = db_->Get(rocksdb::ReadOptions(), cf(Cf::kIdempotency), key, &value);
+    if (s.IsNotFound()) return std::optional<IdempotencyRecord>();
+    LEDGERQ_RETURN_IF_ERROR(FromRocks(s, "read idempotency key"));
+    IdempotencyRecord rec;
+    LEDGERQ_RETURN_IF_ERROR(
+        DecodeRecord(value, kIdempotencyFormatVersion, &rec, "idempotency"));
+    return std::optional(rec);
+  }
+
+  void WriteIdempotency(const std::string& key, const IdempotencyRecord& rec) {
+    batch_.Put(cf(Cf::kIdempotency), key, EncodeRecord(kIdempotencyFormatVersion, rec));
+    idem_[key] = rec;
+  }
+
+  uint64_t AllocateJobId() { return head_->next_job_id++; }
+
+  // Assigns the next sequence, chains the event onto the head and adds it to the batch.
+  uint64_t AppendEvent(EventBody& body) {
+    body.set_seq(head_->seq + 1);
+    body.set_time_us(now_us_);
+    std::string bytes = body.SerializeAsString();
+    Digest hash = ChainHash(head_->hash, bytes);
+    batch_.Put(cf(Cf::kLog), EncodeU64(body.seq()), EncodeEvent(head_->hash, hash, bytes));
+    head_->seq = body.seq();
+    head_->hash = hash;
+    ++events_;
+    return body.seq();
+  }
+
+ private:
+  rocksdb::ColumnFamilyHandle* cf(Cf id) const { return cfs_[static_cast<size_t>(id)]; }
+
+  rocksdb::DB* db_;
+  rocksdb::ColumnFamilyHandle* const* cfs_;
+  ChainHeadInfo* head_;
+  int64_t now_us_;
+  rocksdb::WriteBatch batch_;
+  std::unordered_map<uint64_t, JobRecord> jobs_;
+  std::unordered_map<std::string, IdempotencyRecord> idem_;
+  size_t events_ = 0;
+};
+
+// One queued transition. Apply runs on the committer thread and decides; Finish runs after the
+// group's write with that write's status.
+class Op {
+ public:
+  virtual ~Op() = default;
+  virtual void Apply(Txn& txn, const StoreOptions& opts) = 0;
+  virtual void Finish(const Status& write_status) = 0;
+};
+
+namespace {
+
+class EnqueueOp final : public Op {
+ public:
+  EnqueueOp(std::vector<NewJob> items, std::string principal, EnqueueCallback done)
+      : items_(std::move(items)), principal_(std::move(principal)), done_(std::move(done)) {
+    // Hash payloads here, on the caller's thread, not on the committer.
+    digests_.reserve(items_.size());
+    for (const auto& item : items_) digests_.push_back(Sha256(item.payload));
+  }
+
+  void Apply(Txn& txn, const StoreOptions& opts) override {
+    outcomes_.resize(items_.size());
+    for (size_t i = 0; i < items_.size(); ++i) outcomes_[i] = ApplyOne(txn, opts, i);
+  }
+
+  void Finish(const Status& write_status) override {
+    if (!write_status.ok()) {
+      // Nothing of the group was written (or it was never applied): every item failed.
+      outcomes_.assign(items_.size(), EnqueueOutcome{write_status, {}, false});
+    }
+    done_(std::move(outcomes_));
+  }
+
+ private:
+  EnqueueOutcome ApplyOne(Txn& txn, const StoreOptions& opts, size_t i) {
+    NewJob& item = items_[i];
+    const Digest& digest = digests_[i];
+    const int64_t now = txn.now_us();
+    std::string idem_key;
+    Digest fp{};
+    if (!item.idempotency_key.empty()) {
+      idem_key = IdempotencyKey(item.queue, item.idempotency_key);
+      fp = Fingerprint(item.type, digest);
+      auto existing = txn.ReadIdempotency(idem_key);
+      if (!existing.ok()) return {existing.status(), {}, false};
+      if (existing->has_value() && !Expired(**existing, now, opts.dedup_window)) {
+        const IdempotencyRecord& rec = **existing;
+        if (rec.fingerprint() != AsBytes(fp)) {
+          return {Status::AlreadyExists("idempotency_key \"" + item.idempotency_key +
+                                        "\" in queue \"" + item.queue + "\" already names job " +
+                                        std::to_string(rec.job_id()) +
+                                        ", submitted with a different type or payload"),
+                  {},
+                  false};
+        }
+        auto original = txn.ReadJob(rec.job_id());
+        if (!original.ok()) return {original.status(), {}, false};
+        EventBody ev;
+        ev.set_job_id(rec.job_id());
+        ev.set_type(v1::EVENT_DEDUPLICATED);
+        ev.set_principal(principal_);
+        ev.set_attempt(original->attempts());
+        ev.set_queue(item.queue);
+        ev.set_job_type(item.type);
+        ev.set_payload_sha256(std::string(AsBytes(digest)));
+        ev.set_idempotency_key(item.idempotency_key);
+        ev.set_traceparent(item.traceparent);
+        ev.set_from_state(original->state());
+        ev.set_to_state(original->state());
+        txn.AppendEvent(ev);
+        return {Status::Ok(), std::move(original).value(), true};
+      }
+    }
+
+    JobRecord rec;
+    rec.set_id(txn.AllocateJobId());
+    rec.set_queue(item.queue);
+    rec.set_type(item.type);
+    rec.set_priority(item.priority);
+    int64_t run_at = item.run_at_us > 0 ? item.run_at_us : now;
+    rec.set_run_at_us(run_at);
+    rec.set_max_attempts(item.max_attempts);
+    rec.set_idempotency_key(item.idempotency_key);
+    rec.set_parent_job_id(item.parent_job_id);
+    for (auto& [k, v] : item.labels) (*rec.mutable_labels())[k] = v;
+    rec.set_traceparent(item.traceparent);
+    rec.set_state(run_at > now ? v1::STATE_SCHEDULED : v1::STATE_READY);
+    rec.set_created_at_us(now);
+    rec.set_updated_at_us(now);
+    rec.set_payload_sha256(std::string(AsBytes(digest)));
+    rec.set_payload_size(item.payload.size());
+    rec.set_submitted_by(principal_);
+
+    EventBody ev;
+    ev.set_job_id(rec.id());
+    ev.set_type(v1::EVENT_SUBMITTED);
+    ev.set_principal(principal_);
+    ev.set_queue(rec.queue());
+    ev.set_job_type(rec.type());
+    ev.set_payload_sha256(rec.payload_sha256());
+    ev.set_payload_size(rec.payload_size());
+    ev.set_idempotency_key(rec.idempotency_key());
+    ev.set_traceparent(rec.traceparent());
+    ev.set_priority(rec.priority());
+    ev.set_run_at_us(rec.run_at_us());
+    ev.set_max_attempts(rec.max_attempts());
+    ev.set_parent_job_id(rec.parent_job_id());
+    *ev.mutable_labels() = rec.labels();
+    ev.set_to_state(rec.state());
+    rec.set_last_event_seq(txn.AppendEvent(ev));
+
+    txn.WriteJob(rec);
+    txn.WritePayload(rec.id(), item.payload);
+    if (!idem_key.empty()) {
+      IdempotencyRecord idem;
+      idem.set_job_id(rec.id());
+      idem.set_fingerprint(std::string(AsBytes(fp)));
+      idem.set_created_at_us(now);
+      txn.WriteIdempotency(idem_key, idem);
+    }
+    return {Status::Ok(), std::move(rec), false};
+  }
+
+  std::vector<NewJob> items_;
+  std::vector<Digest> digests_;
+  std::string principal_;
+  EnqueueCallback done_;
+  std::vector<EnqueueOutcome> outcomes_;
+};
+
+class CancelOp final : public Op {
+ public:
+  CancelOp(uint64_t id, std::string principal, std::string reason, JobCallback done)
+      : id_(id), principal_(std::move(principal)), reason_(std::move(reason)),
+        done_(std::move(done)) {}
+
+  void Apply(Txn& txn, const StoreOptions&) override {
+    auto job = txn.ReadJob(id_);
+    if (!job.ok()) {
+      result_ = job.status();
+      return;
+    }
+    JobRecord rec = std::move(job).value();
+    if (rec.state() != v1::STATE_SCHEDULED && rec.state() != v1::STATE_READY) {
+      result_ = Status::FailedPrecondition(
+          "job " + std::to_string(id_) + " is " + StateName(rec.state()) +
+          "; only SCHEDULED or READY jobs can be cancelled");
+      return;
+    }
+    EventBody ev;
+    ev.set_job_id(id_);
+    ev.set_type(v1::EVENT_CANCELLED);
+    ev.set_principal(principal_);
+    ev.set_attempt(rec.attempts());
+    ev.set_queue(rec.queue());
+    ev.set_job_type(rec.type());
+    ev.set_from_state(rec.state());
+    ev.set_to_state(v1::STATE_CANCELLED);
+    ev.set_reason(reason_);
+    rec.set_state(v1::STATE_CANCELLED);
+    rec.set_cancel_reason(reason_);
+    rec.set_updated_at_us(txn.now_us());
+    rec.set_last_event_seq(txn.AppendEvent(ev));
+    txn.WriteJob(rec);
+    result_ = std::move(rec);
+  }
+
+  void Finish(const Status& write_status) override {
+    if (!write_status.ok() && result_.ok()) result_ = write_status;
+    done_(std::move(result_));
+  }
+
+  static std::string StateName(State s) {
+    std::string name = v1::State_Name(s);
+    return name.rfind("STATE_", 0) == 0 ? name.substr(6) : name;
+  }
+
+ private:
+  uint64_t id_;
+  std::string principal_;
+  std::string reason_;
+  JobCallback done_;
+  Result<JobRecord> result_ = Status::Internal("cancel not applied");
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+class JobStore::Impl {
+ public:
+  StoreOptions opts;
+  std::unique_ptr<rocksdb::DB> db;
+  rocksdb::ColumnFamilyHandle* cfs[kNumCfs] = {};
+
+  mutable std::mutex head_mu;
+  ChainHeadInfo committed_head;  // guarded by head_mu; what readers see
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::unique_ptr<Op>> pending;  // guarded by mu
+  bool stopping = false;                    // guarded by mu
+  bool closed = false;                      // guarded by mu
+  std::thread committer;
+  std::thread syncer;
+  ChainHeadInfo head;  // committer thread only
+
+  rocksdb::ColumnFamilyHandle* cf(Cf id) const { return cfs[static_cast<size_t>(id)]; }
+
+  void Submit(std::unique_ptr<Op> op) {
+    {
+      std::lock_guard lock(mu);
+      if (!stopping) {
+        pending.push_back(std::move(op));
+        cv.notify_one();
+        return;
+      }
+    }
+    op->Finish(Status::Unavailable("the store is shutting down"));
+  }
+
+  void CommitLoop() {
+    std::deque<std::unique_ptr<Op>> group;
+    for (;;) {
+      {
+        std::unique_lock lock(mu);
+        cv.wait(lock, [&] { return stopping || !pending.empty(); });
+        if (pending.empty()) return;  // stopping and drained
+        group.swap(pending);
+      }
+      CommitGroup(group);
+      group.clear();
+    }
+  }
+
+  void CommitGroup(std::deque<std::unique_ptr<Op>>& group) {
+    const ChainHeadInfo before = head;
+    Txn txn(db.get(), cfs, &head, opts.clock->WallMicros());
+    for (auto& op : group) op->Apply(txn, opts);
+
+    Status st;
+    if (!txn.empty()) {
+      ChainHead meta;
+      meta.set_seq(head.seq);
+      meta.set_hash(std::string(AsBytes(head.hash)));
+      meta.set_next_job_id(head.next_job_id);
+      txn.batch().Put(cf(Cf::kMeta), kChainHeadKey, EncodeRecord(kMetaFormatVersion, meta));
+      auto start = std::chrono::steady_clock::now();
+      if (opts.write_fault) st = opts.write_fault();
+      if (st.ok()) {
+        rocksdb::WriteOptions wo;
+        wo.sync = opts.sync == SyncMode::kAlways;
+        st = FromRocks(db->Write(wo, &txn.batch()), "commit");
+      }
+      double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (st.ok()) {
+        std::lock_guard lock(head_mu);
+        committed_head = head;
+      } else {
+        head = before;  // nothing of the group was written: reuse its ids and sequences
+      }
+      if (opts.on_group_commit) opts.on_group_commit(group.size(), secs);
+    }
+    for (auto& op : group) op->Finish(st);
+  }
+
+  void SyncLoop() {
+    std::unique_lock lock(mu);
+    while (!stopping) {
+      cv.wait_for(lock, opts.batch_sync_interval);
+      lock.unlock();
+      (void)db->SyncWAL();
+      lock.lock();
+    }
+  }
+
+  Status Close() {
+    {
+      std::lock_guard lock(mu);
+      if (closed) return Status::Ok();
+      closed = true;
+      stopping = true;
+    }
+    cv.notify_all();
+    if (committer.joinable()) committer.join();
+    if (syncer.joinable()) syncer.join();
+    Status st;
+    if (db) {
+      st = FromRocks(db->SyncWAL(), "sync WAL on close");
+      for (auto*& h : cfs) {
+        if (h) {
+          (void)db->DestroyColumnFamilyHandle(h);
+          h = nullptr;
+        }
+      }
+      Status close = FromRocks(db->Close(), "close database");
+      if (st.ok()) st = close;
+      db.reset();
+    }
+    return st;
+  }
+};
+
+JobStore::JobStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+JobStore::~JobStore() { (void)Close(); }
+
+Status JobStore::Close() { return impl_ ? impl_->Close() : Status::Ok(); }
+
+Result<std::unique_ptr<JobStore>> JobStore::Open(StoreOptions options) {
+  if (options.data_dir.empty()) return Status::InvalidArgument("data_dir: must not be empty");
+  std::error_code ec;
+  std::filesystem::create_directories(DbPath(options.data_dir), ec);
+  if (ec) {
+    return Status::Unavailable("data_dir: cannot create " + DbPath(options.data_dir) + ": " +
+                               ec.message());
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->opts = std::move(options);
+
+  rocksdb::DBOptions dbo;
+  dbo.create_if_missing = true;
+  dbo.create_missing_column_families = true;
+  dbo.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  dbo.max_background_jobs = 2;
+  dbo.keep_log_file_num = 5;
+  auto cache = rocksdb::NewLRUCache(64 << 20);
+  std::vector<rocksdb::ColumnFamilyDescriptor> descs;
+  descs.emplace_back(rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions());
+  for (const auto& spec : kColumnFamilies) descs.emplace_back(spec.name, CfOptions(spec, cache));
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  auto s = rocksdb::DB::Open(dbo, DbPath(impl->opts.data_dir), descs, &handles, &raw);
+  if (!s.ok()) {
+    std::string text = s.ToString();
+    if (s.IsIOError() && text.find("lock") != std::string::npos) {
+      return Status::Unavailable("data dir " + impl->opts.data_dir +
+                                 " is locked by another process (is another ledgerqd running "
+                                 "on it?): " + text);
+    }
+    return FromRocks(s, "open database in " + impl->opts.data_dir);
+  }
+  impl->db.reset(raw);
+  // Bind by name. The default family is opened because RocksDB requires it; ledgerq never uses
+  // it.
+  for (auto* h : handles) {
+    bool bound = false;
+    for (size_t i = 0; i < kNumCfs; ++i) {
+      if (h->GetName() == kColumnFamilies[i].name) {
+        impl->cfs[static_cast<size_t>(kColumnFamilies[i].id)] = h;
+        bound = true;
+      }
+    }
+    if (!bound) (void)impl->db->DestroyColumnFamilyHandle(h);
+  }
+
+  std::string value;
+  s = impl->db->Get(rocksdb::ReadOptions(), impl->cf(Cf::kMeta), kChainHeadKey, &value);
+  if (s.ok()) {
+    ChainHead meta;
+    Status st = DecodeRecord(value, kMetaFormatVersion, &meta, "chain head");
+    if (!st.ok() || meta.hash().size() != 32) {
+      (void)impl->Close();
+      return Status::Corruption("chain head in " + impl->opts.data_dir + " is unreadable");
+    }
+    impl->head.seq = meta.seq();
+    std::memcpy(impl->head.hash.data(), meta.hash().data(), 32);
+    impl->head.next_job_id = meta.next_job_id();
+  } else if (!s.IsNotFound()) {
+    Status st = FromRocks(s, "read chain head");
+    (void)impl->Close();
+    return st;
+  }
+  impl->committed_head = impl->head;
+
+  Impl* p = impl.get();
+  p->committer = std::thread([p] { p->CommitLoop(); });
+  if (p->opts.sync == SyncMode::kBatch) p->syncer = std::thread([p] { p->SyncLoop(); });
+  return std::unique_ptr<JobStore>(new JobStore(std::move(impl)));
+}
+
+void JobStore::Enqueue(std::vector<NewJob> items, std::string principal, EnqueueCallback done) {
+  impl_->Submit(
+      std::make_unique<EnqueueOp>(std::move(items), std::move(principal), std::move(done)));
+}
+
+void JobStore::Cancel(uint64_t id, std::string principal, std::string reason, JobCallback done) {
+  impl_->Submit(
+      std::make_unique<CancelOp>(id, std::move(principal), std::move(reason), std::move(done)));
+}
+
+Result<JobRecord> JobStore::GetJob(uint64_t id) const {
+  std::string value;
+  auto s = impl_->db->Get(rocksdb::ReadOptions(), impl_->cf(Cf::kJobs), EncodeU64(id), &value);
+  if (s.IsNotFound()) return Status::NotFound("job " + std::to_string(id) + " not found");
+  LEDGERQ_RETURN_IF_ERROR(FromRocks(s, "read job"));
+  JobRecord rec;
+  LEDGERQ_RETURN_IF_ERROR(DecodeRecord(value, kJobFormatVersion, &rec, "job"));
+  return rec;
+}
+
+Result<std::string> JobStore::GetPayload(uint64_t id) const {
+  std::string value;
+  auto s =
+      impl_->db->Get(rocksdb::ReadOptions(), impl_->cf(Cf::kPayloads), EncodeU64(id), &value);
+  if (s.IsNotFound()) {
+    return Status::NotFound("payload of job " + std::to_string(id) + " not found");
+  }
+  LEDGERQ_RETURN_IF_ERROR(FromRocks(s, "read payload"));
+  return DecodePayload(value);
+}
+
+Result<JobRecord> JobStore::GetJobByIdempotencyKey(const std::string& queue,
+                                                   const std::string& key) const {
+  std::string value;
+  auto s = impl_->db->Get(rocksdb::ReadOptions(), impl_->cf(Cf::kIdempotency),
+                          IdempotencyKey(queue, key), &value);
+  auto not_found = [&] {
+    return Status::NotFound("no job with idempotency_key \"" + key + "\" in queue \"" + queue +
+                            "\"");
+  };
+  if (s.IsNotFound()) return not_found();
+  LEDGERQ_RETURN_IF_ERROR(FromRocks(s, "read idempotency key"));
+  v1::IdempotencyRecord rec;
+  LEDGERQ_RETURN_IF_ERROR(DecodeRecord(value, kIdempotencyFormatVersion, &rec, "idempotency"));
+  if (Expired(rec, impl_->opts.clock->WallMicros(), impl_->opts.dedup_window)) {
+    return not_found();
+  }
+  return GetJob(rec.job_id());
+}
+
+Status JobStore::ScanJobs(const std::function<bool(const JobRecord&)>& fn) const {
+  std::unique_ptr<rocksdb::Iterator> it(
+      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->cf(Cf::kJobs)));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    JobRecord rec;
+    LEDGERQ_RETURN_IF_ERROR(DecodeRecord(
+        std::string_view(it->value().data(), it->value().size()), kJobFormatVersion, &rec, "job"));
+    if (!fn(rec)) break;
+  }
+  return FromRocks(it->status(), "scan jobs");
+}
+
+Status JobStore::ScanEvents(uint64_t from_seq,
+                            const std::function<bool(const EventBody&)>& fn) const {
+  std::unique_ptr<rocksdb::Iterator> it(
+      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->cf(Cf::kLog)));
+  for (it->Seek(EncodeU64(from_seq)); it->Valid(); it->Next()) {
+    auto ev = DecodeEvent(std::string_view(it->value().data(), it->value().size()));
+    if (!ev.ok()) return ev.status();
+    EventBody body;
+    if (!body.ParseFromArray(ev->body_bytes.data(), static_cast<int>(ev->body_bytes.size()))) {
+      return Status::Corruption("event body cannot be parsed");
+    }
+    if (!fn(body)) break;
+  }
+  return FromRocks(it->status(), "scan events");
+}
+
+ChainHeadInfo JobStore::Head() const {
+  std::lock_guard lock(impl_->head_mu);
+  return impl_->committed_head;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+Result<VerifyReport> VerifyChain(const std::string& data_dir) {
+  const std::string path = DbPath(data_dir);
+  if (!std::filesystem::exists(std::filesystem::path(path) / "CURRENT")) {
+    return Status::NotFound("no ledgerq data in " + data_dir);
+  }
+  std::vector<rocksdb::ColumnFamilyDescriptor> descs;
+  descs.emplace_back(rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions());
+  for (const auto& spec : kColumnFamilies) {
+    descs.emplace_back(spec.name, rocksdb::ColumnFamilyOptions());
+  }
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  LEDGERQ_RETURN_IF_ERROR(FromRocks(
+      rocksdb::DB::OpenForReadOnly(rocksdb::DBOptions(), path, descs, &handles, &raw),
+      "open " + data_dir + " read-only"));
+  std::unique_ptr<rocksdb::DB> db(raw);
+  rocksdb::ColumnFamilyHandle* log = nullptr;
+  rocksdb::ColumnFamilyHandle* meta = nullptr;
+  for (auto* h : handles) {
+    if (h->GetName() == "log") log = h;
+    if (h->GetName() == "meta") meta = h;
+  }
+  auto cleanup = [&] {
+    for (auto* h : handles) (void)db->DestroyColumnFamilyHandle(h);
+  };
+
+  VerifyReport report;
+  auto fail = [&](uint64_t seq, std::string problem) {
+    report.ok = false;
+    report.first_bad_seq = seq;
+    report.problem = std::move(problem);
+  };
+  Digest prev{};
+  uint64_t expected = 1;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), log));
+    for (it->SeekToFirst(); it->Valid() && report.ok; it->Next(), ++expected) {
+      auto key = DecodeU64(std::string_view(it->key().data(), it->key().size()));
+      if (!key.ok()) {
+        fail(expected, "a log key is malformed");
+        break;
+      }
+      if (*key != expected) {
+        fail(expected, "event " + std::to_string(expected) + " is missing (the next stored is " +
+                           std::to_string(*key) + ")");
+        break;
+      }
+      auto ev = DecodeEvent(std::string_view(it->value().data(), it->value().size()));
+      EventBody body;
+      if (!ev.ok() || !body.ParseFromArray(ev->body_bytes.data(),
+                                           static_cast<int>(ev->body_bytes.size()))) {
+        fail(expected, "event " + std::to_string(expected) + " cannot be decoded");
+        break;
+      }
+      if (body.seq() != expected) {
+        fail(expected, "the event stored at " + std::to_string(expected) + " says it is " +
+                           std::to_string(body.seq()) + " (events moved or reordered)");
+        break;
+      }
+      if (ev->prev_hash != prev) {
+        fail(expected, "event " + std::to_string(expected) +
+                           " does not chain onto the event before it (prev_hash differs)");
+        break;
+      }
+      if (ChainHash(prev, ev->body_bytes) != ev->hash) {
+        fail(expected, "event " + std::to_string(expected) + " was altered (hash differs)");
+        break;
+      }
+      prev = ev->hash;
+      report.events = expected;
+    }
+    if (report.ok && !it->status().ok()) {
+      Status st = FromRocks(it->status(), "read log");
+      cleanup();
+      return st;
+    }
+  }
+  if (report.ok) {
+    std::string value;
+    auto s = db->Get(rocksdb::ReadOptions(), meta, kChainHeadKey, &value);
+    v1::ChainHead head;
+    if (s.IsNotFound()) {
+      if (report.events != 0) fail(1, "the chain head record is missing");
+    } else if (!s.ok() ||
+               !DecodeRecord(value, kMetaFormatVersion, &head, "chain head").ok()) {
+      fail(report.events + 1, "the chain head record is unreadable");
+    } else if (head.seq() > report.events) {
+      fail(report.events + 1, "events " + std::to_string(report.events + 1) + ".." +
+                                  std::to_string(head.seq()) +
+                                  " are missing (the chain head names " +
+                                  std::to_string(head.seq()) + ")");
+    } else if (head.seq() < report.events) {
+      fail(head.seq() + 1, "events after " + std::to_string(head.seq()) +
+                               " are not covered by the chain head");
+    } else if (head.hash() != AsBytes(prev)) {
+      fail(head.seq(), "the chain head's hash does not match event " +
+                           std::to_string(head.seq()));
+    }
+  }
+  report.head = prev;
+  cleanup();
+  return report;
+}
+
+}  // namespace ledgerq::storage

@@ -1,0 +1,140 @@
+// storage/ owns durability: the append-only event log, the materialised job state, payloads,
+// idempotency records, the hash chain and recovery of counters. Callers speak jobs and events;
+// nothing outside storage/*.cc includes a RocksDB header or sees a RocksDB type.
+//
+// Invariants this module keeps (DESIGN.md contract 1, 2, 4, 6):
+//  - Every transition is one atomic WriteBatch: the job state, its index entries and exactly one
+//    appended, hash-chained event.
+//  - One committer thread applies queued transitions in order and writes them as one group; a
+//    caller's callback runs only after that group is durable (fsynced under SyncMode::kAlways).
+//  - Job ids and event sequences are strictly increasing and never reused across restarts: the
+//    counters are persisted in the same batch that uses them, and rolled back if it fails.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/sha256.h"
+#include "common/status.h"
+#include "ledgerq/storage/v1/records.pb.h"
+
+namespace ledgerq::storage {
+
+using JobRecord = ledgerq::storage::v1::JobRecord;
+using EventBody = ledgerq::storage::v1::EventBody;
+using State = ledgerq::storage::v1::State;
+using EventType = ledgerq::storage::v1::EventType;
+
+enum class SyncMode {
+  kAlways,  // fsync every group before acknowledging (default; contract 1)
+  kBatch,   // write the WAL per group, fsync it every `batch_sync_interval`
+  kNone,    // leave syncing to the OS; a crash may lose acknowledged work
+};
+
+const char* SyncModeName(SyncMode mode);
+
+struct StoreOptions {
+  std::string data_dir;
+  SyncMode sync = SyncMode::kAlways;
+  std::chrono::microseconds dedup_window = std::chrono::hours(24);
+  std::chrono::milliseconds batch_sync_interval{100};
+  Clock* clock = SystemClock::Instance();
+  // Optional observer, called on the committer thread after every group write with the number
+  // of transitions in the group and the seconds the write (and its fsync) took.
+  std::function<void(size_t ops, double write_seconds)> on_group_commit;
+  // Fault seam for tests: consulted before every group write; a non-OK status fails the whole
+  // group exactly as a failed RocksDB write would.
+  std::function<Status()> write_fault;
+};
+
+// A job as submitted. The payload digest is computed by Enqueue on the caller's thread.
+struct NewJob {
+  std::string queue;
+  std::string type;
+  std::string payload;
+  int32_t priority = 0;
+  int64_t run_at_us = 0;  // 0: now
+  uint32_t max_attempts = 0;
+  std::string idempotency_key;
+  uint64_t parent_job_id = 0;
+  std::map<std::string, std::string> labels;
+  std::string traceparent;
+};
+
+struct EnqueueOutcome {
+  Status status;  // OK, or this item's own error (ALREADY_EXISTS for a key conflict)
+  JobRecord job;  // the created job, or the original one when deduplicated
+  bool deduplicated = false;
+};
+
+using EnqueueCallback = std::function<void(std::vector<EnqueueOutcome>)>;
+using JobCallback = std::function<void(Result<JobRecord>)>;
+
+struct ChainHeadInfo {
+  uint64_t seq = 0;
+  Digest hash{};
+  uint64_t next_job_id = 1;
+};
+
+class JobStore {
+ public:
+  // Opens (creating if needed) the store under options.data_dir. Fails with kUnavailable when
+  // another process holds the directory, kCorruption when the records cannot be read.
+  [[nodiscard]] static Result<std::unique_ptr<JobStore>> Open(StoreOptions options);
+  ~JobStore();
+
+  JobStore(const JobStore&) = delete;
+  JobStore& operator=(const JobStore&) = delete;
+
+  // Enqueues the items in one atomic write. `done` runs on the committer thread once the write
+  // is durable (or failed), with one outcome per item in order. Items must be pre-validated.
+  void Enqueue(std::vector<NewJob> items, std::string principal, EnqueueCallback done);
+
+  // Cancels a SCHEDULED or READY job; any other state is kFailedPrecondition naming it.
+  void Cancel(uint64_t id, std::string principal, std::string reason, JobCallback done);
+
+  [[nodiscard]] Result<JobRecord> GetJob(uint64_t id) const;
+  [[nodiscard]] Result<std::string> GetPayload(uint64_t id) const;
+  // The job a live (unexpired) idempotency key names, or kNotFound.
+  [[nodiscard]] Result<JobRecord> GetJobByIdempotencyKey(const std::string& queue,
+                                                         const std::string& key) const;
+  // Calls `fn` for every job in id order until it returns false.
+  [[nodiscard]] Status ScanJobs(const std::function<bool(const JobRecord&)>& fn) const;
+  // Events in sequence order, from `from_seq`, until `fn` returns false.
+  [[nodiscard]] Status ScanEvents(uint64_t from_seq,
+                                  const std::function<bool(const EventBody&)>& fn) const;
+
+  ChainHeadInfo Head() const;
+
+  // Stops accepting work, commits what is queued, syncs the WAL and closes the database.
+  // Idempotent; the destructor calls it.
+  [[nodiscard]] Status Close();
+
+  class Impl;
+
+ private:
+  explicit JobStore(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Fingerprint of a submission for idempotency: SHA-256(type '\0' SHA-256(payload)).
+Digest Fingerprint(std::string_view type, const Digest& payload_sha256);
+
+struct VerifyReport {
+  bool ok = true;
+  uint64_t events = 0;
+  Digest head{};
+  uint64_t first_bad_seq = 0;  // when !ok
+  std::string problem;         // when !ok
+};
+
+// Walks the whole hash chain of the store under `data_dir`, opened read-only.
+[[nodiscard]] Result<VerifyReport> VerifyChain(const std::string& data_dir);
+
+}  // namespace ledgerq::storage
