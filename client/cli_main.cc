@@ -1,0 +1,216 @@
+// ledgerq: the command-line client. Errors go to stderr as "ledgerq: CODE: message" with a
+// non-zero exit (1 for a failed operation, 2 for bad usage); results go to stdout.
+#include <CLI/CLI.hpp>
+#include <google/protobuf/util/time_util.h>
+
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "client/client.h"
+#include "client/render.h"
+#include "common/duration.h"
+#include "common/sha256.h"
+#include "storage/job_store.h"
+
+namespace {
+
+using ledgerq::Result;
+using ledgerq::Status;
+namespace v1 = ledgerq::v1;
+
+struct Globals {
+  std::string server = "127.0.0.1:7400";
+  std::string output = "text";
+  std::string timeout = "10s";
+};
+
+int Fail(const Status& st) {
+  std::cerr << "ledgerq: " << st.ToString() << "\n";
+  return st.code() == ledgerq::Code::kInvalidArgument ? 2 : 1;
+}
+
+Result<ledgerq::client::Client> Connect(const Globals& g) {
+  auto t = ledgerq::ParseDuration(g.timeout, "--timeout");
+  if (!t.ok()) return t.status();
+  ledgerq::client::ClientOptions o;
+  o.server = g.server;
+  o.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(*t);
+  return ledgerq::client::Client(o);
+}
+
+Result<std::string> ReadPayload(const std::string& arg) {
+  if (!arg.empty() && arg[0] == '@') {
+    std::string path = arg.substr(1);
+    std::string data;
+    if (path == "-") {
+      data.assign(std::istreambuf_iterator<char>(std::cin), {});
+    } else {
+      std::ifstream in(path, std::ios::binary);
+      if (!in) return Status::InvalidArgument("--payload: cannot read file " + path);
+      data.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    return data;
+  }
+  if (!nlohmann::json::accept(arg)) {
+    return Status::InvalidArgument(
+        "--payload: not valid JSON (give JSON inline, or @FILE / @- for raw bytes)");
+  }
+  return arg;
+}
+
+void PrintJob(const Globals& g, const v1::Job& job, const bool* deduplicated = nullptr) {
+  if (g.output == "json") {
+    auto j = ledgerq::client::JobToJson(job);
+    if (deduplicated) j["deduplicated"] = *deduplicated;
+    std::cout << j.dump(2) << "\n";
+  } else {
+    std::cout << ledgerq::client::JobToText(job);
+  }
+}
+
+struct EnqueueArgs {
+  std::string queue, type, payload = "{}", key, delay, traceparent;
+  int32_t priority = 0;
+  uint32_t max_attempts = 0;
+  uint64_t parent = 0;
+  std::vector<std::string> labels;
+};
+
+int RunEnqueue(const Globals& g, const EnqueueArgs& a) {
+  v1::EnqueueRequest req;
+  req.set_queue(a.queue);
+  req.set_type(a.type);
+  auto payload = ReadPayload(a.payload);
+  if (!payload.ok()) return Fail(payload.status());
+  req.set_payload(*payload);
+  req.set_idempotency_key(a.key);
+  req.set_priority(a.priority);
+  req.set_max_attempts(a.max_attempts);
+  req.set_parent_job_id(a.parent);
+  req.set_traceparent(a.traceparent);
+  if (!a.delay.empty()) {
+    auto d = ledgerq::ParseDuration(a.delay, "--delay");
+    if (!d.ok()) return Fail(d.status());
+    *req.mutable_delay() = google::protobuf::util::TimeUtil::MicrosecondsToDuration(d->count());
+  }
+  for (const auto& l : a.labels) {
+    auto eq = l.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return Fail(Status::InvalidArgument("--label: \"" + l + "\" is not key=value"));
+    }
+    (*req.mutable_labels())[l.substr(0, eq)] = l.substr(eq + 1);
+  }
+  auto client = Connect(g);
+  if (!client.ok()) return Fail(client.status());
+  auto resp = client->Enqueue(req);
+  if (!resp.ok()) return Fail(resp.status());
+  if (g.output == "json") {
+    bool dedup = resp->deduplicated();
+    PrintJob(g, resp->job(), &dedup);
+  } else if (resp->deduplicated()) {
+    std::cout << resp->job().id() << " deduplicated (idempotency key \"" << a.key
+              << "\" already names this job; nothing new was created)\n";
+  } else {
+    std::cout << resp->job().id() << " created (" << ledgerq::client::StateName(resp->job().state())
+              << ")\n";
+  }
+  return 0;
+}
+
+int RunJob(const Globals& g, uint64_t id) {
+  auto client = Connect(g);
+  if (!client.ok()) return Fail(client.status());
+  auto job = client->GetJob(id);
+  if (!job.ok()) return Fail(job.status());
+  PrintJob(g, *job);
+  return 0;
+}
+
+int RunCancel(const Globals& g, uint64_t id, const std::string& reason) {
+  auto client = Connect(g);
+  if (!client.ok()) return Fail(client.status());
+  auto job = client->CancelJob(id, reason);
+  if (!job.ok()) return Fail(job.status());
+  if (g.output == "json") {
+    PrintJob(g, *job);
+  } else {
+    std::cout << job->id() << " cancelled\n";
+  }
+  return 0;
+}
+
+int RunAuditVerify(const Globals& g, const std::string& data_dir) {
+  auto report = ledgerq::storage::VerifyChain(data_dir);
+  if (!report.ok()) return Fail(report.status());
+  if (g.output == "json") {
+    nlohmann::json j{{"ok", report->ok},
+                     {"events", report->events},
+                     {"head_hash", ledgerq::ToHex(report->head)}};
+    if (!report->ok) {
+      j["first_bad_seq"] = report->first_bad_seq;
+      j["problem"] = report->problem;
+    }
+    std::cout << j.dump(2) << "\n";
+  } else if (report->ok) {
+    std::cout << "ok " << report->events << " " << ledgerq::ToHex(report->head) << "\n";
+  } else {
+    std::cout << "broken at " << report->first_bad_seq << ": " << report->problem << "\n";
+  }
+  return report->ok ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"ledgerq: client for the ledgerq job server"};
+  app.require_subcommand(1);
+  app.fallthrough();
+  Globals g;
+  app.add_option("--server", g.server, "Server address (default 127.0.0.1:7400)")
+      ->envname("LEDGERQ_SERVER");
+  app.add_option("--output", g.output, "text or json")->check(CLI::IsMember({"text", "json"}));
+  app.add_option("--timeout", g.timeout, "Per-request deadline (default 10s)");
+
+  EnqueueArgs ea;
+  auto* enqueue = app.add_subcommand("enqueue", "Submit a job; prints its id");
+  enqueue->add_option("--queue", ea.queue, "Queue name")->required();
+  enqueue->add_option("--type", ea.type, "Job type")->required();
+  enqueue->add_option("--payload", ea.payload, "JSON inline, or @FILE / @- for raw bytes");
+  enqueue->add_option("--idempotency-key", ea.key, "Dedup key, scoped to the queue");
+  enqueue->add_option("--delay", ea.delay, "Run no earlier than this from now (e.g. 30s)");
+  enqueue->add_option("--priority", ea.priority, "Higher runs first (default 0)");
+  enqueue->add_option("--max-attempts", ea.max_attempts, "Attempts before dead-lettering");
+  enqueue->add_option("--parent", ea.parent, "Parent job id");
+  enqueue->add_option("--traceparent", ea.traceparent, "W3C traceparent to continue");
+  enqueue->add_option("--label", ea.labels, "key=value (repeatable)");
+
+  uint64_t job_id = 0;
+  auto* job = app.add_subcommand("job", "Show one job");
+  job->add_option("id", job_id, "Job id")->required();
+
+  uint64_t cancel_id = 0;
+  std::string reason;
+  auto* cancel = app.add_subcommand("cancel", "Cancel a SCHEDULED or READY job");
+  cancel->add_option("id", cancel_id, "Job id")->required();
+  cancel->add_option("--reason", reason, "Why (kept in the audit log)");
+
+  std::string data_dir;
+  auto* audit = app.add_subcommand("audit", "Audit log tools");
+  audit->require_subcommand(1);
+  auto* verify = audit->add_subcommand("verify", "Walk the whole hash chain");
+  verify->add_option("--data-dir", data_dir, "Data directory of a stopped ledgerqd")->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (*enqueue) return RunEnqueue(g, ea);
+  if (*job) return RunJob(g, job_id);
+  if (*cancel) return RunCancel(g, cancel_id, reason);
+  if (*verify) return RunAuditVerify(g, data_dir);
+  return 2;
+}

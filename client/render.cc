@@ -1,0 +1,129 @@
+#include "client/render.h"
+
+#include <google/protobuf/util/time_util.h>
+#include <openssl/evp.h>
+
+#include <sstream>
+
+#include "common/sha256.h"
+
+namespace ledgerq::client {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+std::string Time(const google::protobuf::Timestamp& ts) {
+  if (ts.seconds() == 0 && ts.nanos() == 0) return "";
+  return TimeUtil::ToString(ts);
+}
+
+std::string Base64(const std::string& bytes) {
+  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(bytes.data()),
+                          static_cast<int>(bytes.size()));
+  out.resize(n);
+  return out;
+}
+
+std::string ErrorKindName(v1::ErrorKind kind) {
+  std::string name = v1::ErrorKind_Name(kind);
+  return name.rfind("ERROR_KIND_", 0) == 0 ? name.substr(11) : name;
+}
+
+}  // namespace
+
+std::string StateName(v1::JobState state) {
+  std::string name = v1::JobState_Name(state);
+  return name.rfind("JOB_STATE_", 0) == 0 ? name.substr(10) : name;
+}
+
+nlohmann::json JobToJson(const v1::Job& job) {
+  nlohmann::json j;
+  j["id"] = job.id();
+  j["queue"] = job.queue();
+  j["type"] = job.type();
+  j["state"] = StateName(job.state());
+  j["priority"] = job.priority();
+  j["run_at"] = Time(job.run_at());
+  j["attempts"] = job.attempts();
+  j["max_attempts"] = job.max_attempts();
+  if (!job.idempotency_key().empty()) j["idempotency_key"] = job.idempotency_key();
+  if (job.parent_job_id()) j["parent_job_id"] = job.parent_job_id();
+  j["labels"] = nlohmann::json::object();
+  for (const auto& [k, v] : job.labels()) j["labels"][k] = v;
+  j["traceparent"] = job.traceparent();
+  j["created_at"] = Time(job.created_at());
+  j["updated_at"] = Time(job.updated_at());
+  j["submitted_by"] = job.submitted_by();
+  j["payload_sha256"] = ToHex(job.payload_sha256());
+  if (!job.payload().empty()) {
+    auto parsed = nlohmann::json::parse(job.payload(), nullptr, /*allow_exceptions=*/false);
+    if (!parsed.is_discarded()) {
+      j["payload"] = std::move(parsed);
+    } else {
+      j["payload_base64"] = Base64(job.payload());
+    }
+  }
+  if (!job.result().empty()) {
+    auto parsed = nlohmann::json::parse(job.result(), nullptr, false);
+    if (!parsed.is_discarded()) {
+      j["result"] = std::move(parsed);
+    } else {
+      j["result_base64"] = Base64(job.result());
+    }
+  }
+  if (!job.cancel_reason().empty()) j["cancel_reason"] = job.cancel_reason();
+  if (job.errors_size() > 0) {
+    auto& errors = j["errors"] = nlohmann::json::array();
+    for (const auto& e : job.errors()) {
+      errors.push_back({{"attempt", e.attempt()},
+                        {"at", Time(e.at())},
+                        {"worker_id", e.worker_id()},
+                        {"kind", ErrorKindName(e.kind())},
+                        {"code", e.code()},
+                        {"message", e.message()},
+                        {"details", e.details()}});
+    }
+  }
+  return j;
+}
+
+std::string JobToText(const v1::Job& job) {
+  std::ostringstream out;
+  auto row = [&](const char* name, const std::string& value) {
+    if (value.empty()) return;
+    out << name;
+    for (size_t i = std::char_traits<char>::length(name); i < 16; ++i) out << ' ';
+    out << value << "\n";
+  };
+  row("id", std::to_string(job.id()));
+  row("queue", job.queue());
+  row("type", job.type());
+  row("state", StateName(job.state()));
+  row("priority", std::to_string(job.priority()));
+  row("attempts", std::to_string(job.attempts()) + " of " + std::to_string(job.max_attempts()));
+  row("run_at", Time(job.run_at()));
+  row("created_at", Time(job.created_at()));
+  row("updated_at", Time(job.updated_at()));
+  row("submitted_by", job.submitted_by());
+  row("idempotency_key", job.idempotency_key());
+  if (job.parent_job_id()) row("parent_job_id", std::to_string(job.parent_job_id()));
+  for (const auto& [k, v] : job.labels()) row("label", k + "=" + v);
+  row("traceparent", job.traceparent());
+  row("payload_sha256", ToHex(job.payload_sha256()));
+  if (!job.payload().empty()) {
+    auto parsed = nlohmann::json::parse(job.payload(), nullptr, false);
+    row("payload", parsed.is_discarded()
+                       ? "(" + std::to_string(job.payload().size()) + " bytes, not JSON)"
+                       : parsed.dump());
+  }
+  row("cancel_reason", job.cancel_reason());
+  for (const auto& e : job.errors()) {
+    row("error", "attempt " + std::to_string(e.attempt()) + " " + ErrorKindName(e.kind()) + " " +
+                     e.code() + ": " + e.message());
+  }
+  return out.str();
+}
+
+}  // namespace ledgerq::client
