@@ -140,6 +140,10 @@ Result<std::optional<Config>> ParseCommandLine(int argc, char** argv) {
   app.add_option("--default-max-attempts", max_attempts,
                  "Attempts for jobs that do not set max_attempts (default 5)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off (default info)");
+  // A repeated flag takes its last value, so wrappers (containers, scripts) can override.
+  for (CLI::Option* opt : app.get_options()) {
+    if (opt->get_expected_max() == 1) opt->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
