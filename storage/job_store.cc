@@ -61,7 +61,12 @@ rocksdb::ColumnFamilyOptions CfOptions(const CfSpec& spec,
   rocksdb::ColumnFamilyOptions o;
   rocksdb::BlockBasedTableOptions t;
   t.block_cache = cache;
-  if (spec.point_lookups) t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10, false));
+  if (spec.point_lookups) {
+    t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10, false));
+    // Most idempotency lookups miss; a memtable bloom answers those without a skiplist walk.
+    o.memtable_whole_key_filtering = true;
+    o.memtable_prefix_bloom_size_ratio = 0.05;
+  }
   o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
   return o;
 }
@@ -360,6 +365,13 @@ class CancelOp final : public Op {
 
 class JobStore::Impl {
  public:
+  // The committer decides and writes; the finisher runs callbacks (answer building, gRPC
+  // completion) so that work overlaps the next group's write instead of delaying it.
+  struct Finished {
+    std::deque<std::unique_ptr<Op>> ops;
+    Status status;
+  };
+
   StoreOptions opts;
   std::unique_ptr<rocksdb::DB> db;
   rocksdb::ColumnFamilyHandle* cfs[kNumCfs] = {};
@@ -373,7 +385,12 @@ class JobStore::Impl {
   bool stopping = false;                    // guarded by mu
   bool closed = false;                      // guarded by mu
   std::thread committer;
+  std::thread finisher;
   std::thread syncer;
+  std::mutex finish_mu;
+  std::condition_variable finish_cv;
+  std::deque<Finished> finished;  // guarded by finish_mu
+  bool committer_done = false;    // guarded by finish_mu
   ChainHeadInfo head;  // committer thread only
 
   rocksdb::ColumnFamilyHandle* cf(Cf id) const { return cfs[static_cast<size_t>(id)]; }
@@ -391,48 +408,73 @@ class JobStore::Impl {
   }
 
   void CommitLoop() {
-    std::deque<std::unique_ptr<Op>> group;
     for (;;) {
+      std::deque<std::unique_ptr<Op>> group;
       {
         std::unique_lock lock(mu);
         cv.wait(lock, [&] { return stopping || !pending.empty(); });
-        if (pending.empty()) return;  // stopping and drained
+        if (pending.empty()) break;  // stopping and drained
         group.swap(pending);
       }
-      CommitGroup(group);
-      group.clear();
+      Status st = CommitGroup(group);
+      {
+        std::lock_guard lock(finish_mu);
+        finished.push_back(Finished{std::move(group), std::move(st)});
+      }
+      finish_cv.notify_one();
+    }
+    {
+      std::lock_guard lock(finish_mu);
+      committer_done = true;
+    }
+    finish_cv.notify_one();
+  }
+
+  void FinishLoop() {
+    for (;;) {
+      std::deque<Finished> batch;
+      {
+        std::unique_lock lock(finish_mu);
+        finish_cv.wait(lock, [&] { return committer_done || !finished.empty(); });
+        if (finished.empty()) return;
+        batch.swap(finished);
+      }
+      for (auto& f : batch) {
+        for (auto& op : f.ops) op->Finish(f.status);
+      }
     }
   }
 
-  void CommitGroup(std::deque<std::unique_ptr<Op>>& group) {
+  // Applies every op of the group to one batch and writes it. On failure nothing of the group
+  // was written, so its ids and sequences are handed out again.
+  Status CommitGroup(std::deque<std::unique_ptr<Op>>& group) {
     const ChainHeadInfo before = head;
     Txn txn(db.get(), cfs, &head, opts.clock->WallMicros());
     for (auto& op : group) op->Apply(txn, opts);
+    if (txn.empty()) return Status::Ok();
 
-    Status st;
-    if (!txn.empty()) {
-      ChainHead meta;
-      meta.set_seq(head.seq);
-      meta.set_hash(std::string(AsBytes(head.hash)));
-      meta.set_next_job_id(head.next_job_id);
-      txn.batch().Put(cf(Cf::kMeta), kChainHeadKey, EncodeRecord(kMetaFormatVersion, meta));
-      auto start = std::chrono::steady_clock::now();
-      if (opts.write_fault) st = opts.write_fault();
-      if (st.ok()) {
-        rocksdb::WriteOptions wo;
-        wo.sync = opts.sync == SyncMode::kAlways;
-        st = FromRocks(db->Write(wo, &txn.batch()), "commit");
-      }
-      double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      if (st.ok()) {
-        std::lock_guard lock(head_mu);
-        committed_head = head;
-      } else {
-        head = before;  // nothing of the group was written: reuse its ids and sequences
-      }
-      if (opts.on_group_commit) opts.on_group_commit(group.size(), secs);
+    ChainHead meta;
+    meta.set_seq(head.seq);
+    meta.set_hash(std::string(AsBytes(head.hash)));
+    meta.set_next_job_id(head.next_job_id);
+    txn.batch().Put(cf(Cf::kMeta), kChainHeadKey, EncodeRecord(kMetaFormatVersion, meta));
+    const auto start = std::chrono::steady_clock::now();
+    Status st = opts.write_fault ? opts.write_fault() : Status::Ok();
+    if (st.ok()) {
+      rocksdb::WriteOptions wo;
+      wo.sync = opts.sync == SyncMode::kAlways;
+      st = FromRocks(db->Write(wo, &txn.batch()), "commit");
     }
-    for (auto& op : group) op->Finish(st);
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (st.ok()) {
+      std::lock_guard lock(head_mu);
+      committed_head = head;
+    } else {
+      head = before;
+    }
+    if (opts.on_group_commit) opts.on_group_commit(group.size(), secs);
+    return st;
   }
 
   void SyncLoop() {
@@ -454,6 +496,7 @@ class JobStore::Impl {
     }
     cv.notify_all();
     if (committer.joinable()) committer.join();
+    if (finisher.joinable()) finisher.join();
     if (syncer.joinable()) syncer.join();
     Status st;
     if (db) {
@@ -546,6 +589,7 @@ Result<std::unique_ptr<JobStore>> JobStore::Open(StoreOptions options) {
 
   Impl* p = impl.get();
   p->committer = std::thread([p] { p->CommitLoop(); });
+  p->finisher = std::thread([p] { p->FinishLoop(); });
   if (p->opts.sync == SyncMode::kBatch) p->syncer = std::thread([p] { p->SyncLoop(); });
   return std::unique_ptr<JobStore>(new JobStore(std::move(impl)));
 }
