@@ -39,6 +39,9 @@ Status RunDaemon(const Config& config) {
 
   std::atomic<bool> draining{false};
   boost::asio::io_context ioc(1);
+  // Installed before anything is announced, so a SIGTERM sent the moment the daemon says it
+  // listens still drains instead of killing it.
+  boost::asio::signal_set signals(ioc, SIGINT, SIGTERM);
   HttpServer http(ioc, HttpRoutes{
                            .metrics = [&metrics] { return metrics.Expose(); },
                            .alive = [] { return true; },
@@ -76,7 +79,6 @@ Status RunDaemon(const Config& config) {
             << std::endl;
 
   std::thread drainer;
-  boost::asio::signal_set signals(ioc, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& ec, int signo) {
     if (ec) return;
     spdlog::info("received signal {}: draining", signo);
