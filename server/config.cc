@@ -1,6 +1,7 @@
 #include "server/config.h"
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 #include <toml++/toml.h>
@@ -54,6 +55,72 @@ Result<storage::SyncMode> ParseSyncMode(std::string_view text) {
                                  std::string(text) + "\"");
 }
 
+namespace {
+
+// Typed access to one TOML node; errors name the key as written in the file.
+class Key {
+ public:
+  Key(std::string name, const toml::node& node) : name_(std::move(name)), node_(node) {}
+  const std::string& name() const { return name_; }
+
+  Result<std::string> String() const {
+    if (auto v = node_.value<std::string>()) return *v;
+    return Status::InvalidArgument("config: " + name_ + ": must be a string");
+  }
+  Result<int64_t> Int() const {
+    if (node_.is_integer()) return *node_.value<int64_t>();
+    return Status::InvalidArgument("config: " + name_ + ": must be an integer");
+  }
+  Result<double> Number() const {
+    if (node_.is_number()) return *node_.value<double>();
+    return Status::InvalidArgument("config: " + name_ + ": must be a number");
+  }
+  Result<std::chrono::microseconds> Duration() const {
+    auto v = String();
+    if (!v.ok()) return v.status();
+    return ParseDuration(*v, "config: " + name_);
+  }
+
+ private:
+  std::string name_;
+  const toml::node& node_;
+};
+
+// Applies one retry-policy key; returns false if `key` is not one.
+Result<bool> ApplyRetryKey(const Key& key, const std::string& k, scheduler::RetryPolicy* p) {
+  if (k == "backoff-base" || k == "backoff-cap") {
+    auto d = key.Duration();
+    if (!d.ok()) return d.status();
+    (k == "backoff-base" ? p->backoff_base : p->backoff_cap) = *d;
+    return true;
+  }
+  if (k == "backoff-factor") {
+    auto v = key.Number();
+    if (!v.ok()) return v.status();
+    p->backoff_factor = *v;
+    return true;
+  }
+  return false;
+}
+
+// The policy validator speaks API field names (backoff_base); the file spells them backoff-base.
+Status ValidatePolicyKeys(const scheduler::RetryPolicy& p, const std::string& prefix) {
+  Status st = scheduler::ValidateRetryPolicy(p, prefix);
+  if (st.ok()) return st;
+  std::string msg = st.message();
+  for (const char* field : {"max_attempts", "backoff_base", "backoff_factor", "backoff_cap"}) {
+    const std::string api(field);
+    std::string file = api;
+    std::replace(file.begin(), file.end(), '_', '-');
+    if (auto pos = msg.find(prefix + api); pos != std::string::npos) {
+      msg.replace(pos + prefix.size(), api.size(), file);
+    }
+  }
+  return Status::InvalidArgument(msg);
+}
+
+}  // namespace
+
 Result<Config> ParseConfigToml(std::string_view text, Config base) {
   toml::table doc;
   try {
@@ -64,60 +131,92 @@ Result<Config> ParseConfigToml(std::string_view text, Config base) {
     return Status::InvalidArgument(msg.str());
   }
   Config c = std::move(base);
+  // Per-queue overrides, applied over the defaults once those are all read.
+  std::map<std::string, std::vector<std::pair<std::string, const toml::node*>>> queue_keys;
   for (auto&& [key, node] : doc) {
     const std::string k(key.str());
-    auto want_string = [&]() -> Result<std::string> {
-      if (auto v = node.value<std::string>()) return *v;
-      return Status::InvalidArgument("config: " + k + ": must be a string");
-    };
-    auto want_int = [&]() -> Result<int64_t> {
-      if (node.is_integer()) return *node.value<int64_t>();
-      return Status::InvalidArgument("config: " + k + ": must be an integer");
+    const Key v(k, node);
+    auto set_string = [&](std::string* out) -> Status {
+      auto s = v.String();
+      if (!s.ok()) return s.status();
+      *out = *s;
+      return Status::Ok();
     };
     if (k == "data-dir") {
-      auto v = want_string();
-      if (!v.ok()) return v.status();
-      c.data_dir = *v;
+      LEDGERQ_RETURN_IF_ERROR(set_string(&c.data_dir));
     } else if (k == "grpc-listen") {
-      auto v = want_string();
-      if (!v.ok()) return v.status();
-      c.grpc_listen = *v;
+      LEDGERQ_RETURN_IF_ERROR(set_string(&c.grpc_listen));
     } else if (k == "http-listen") {
-      auto v = want_string();
-      if (!v.ok()) return v.status();
-      c.http_listen = *v;
+      LEDGERQ_RETURN_IF_ERROR(set_string(&c.http_listen));
     } else if (k == "sync") {
-      auto v = want_string();
-      if (!v.ok()) return v.status();
-      auto mode = ParseSyncMode(*v);
+      auto s = v.String();
+      if (!s.ok()) return s.status();
+      auto mode = ParseSyncMode(*s);
       if (!mode.ok()) return Status::InvalidArgument("config: " + mode.status().message());
       c.sync = *mode;
     } else if (k == "max-payload-bytes") {
-      auto v = want_int();
-      if (!v.ok()) return v.status();
-      if (*v < 0) return Status::InvalidArgument("config: max-payload-bytes: must be positive");
-      LEDGERQ_RETURN_IF_ERROR(CheckPayloadLimit(*v, "config: max-payload-bytes"));
-      c.max_payload_bytes = static_cast<uint64_t>(*v);
+      auto n = v.Int();
+      if (!n.ok()) return n.status();
+      if (*n < 0) return Status::InvalidArgument("config: max-payload-bytes: must be positive");
+      LEDGERQ_RETURN_IF_ERROR(CheckPayloadLimit(*n, "config: max-payload-bytes"));
+      c.max_payload_bytes = static_cast<uint64_t>(*n);
     } else if (k == "dedup-window") {
-      auto v = want_string();
-      if (!v.ok()) return v.status();
-      auto d = ParseDuration(*v, "config: dedup-window");
+      auto d = v.Duration();
       if (!d.ok()) return d.status();
       LEDGERQ_RETURN_IF_ERROR(CheckDedupWindow(*d, "config: dedup-window"));
       c.dedup_window = *d;
     } else if (k == "default-max-attempts") {
-      auto v = want_int();
-      if (!v.ok()) return v.status();
-      LEDGERQ_RETURN_IF_ERROR(CheckMaxAttempts(*v, "config: default-max-attempts"));
-      c.default_max_attempts = static_cast<uint32_t>(*v);
+      auto n = v.Int();
+      if (!n.ok()) return n.status();
+      LEDGERQ_RETURN_IF_ERROR(CheckMaxAttempts(*n, "config: default-max-attempts"));
+      c.retry.max_attempts = static_cast<uint32_t>(*n);
     } else if (k == "log-level") {
-      auto v = want_string();
-      if (!v.ok()) return v.status();
-      LEDGERQ_RETURN_IF_ERROR(CheckLogLevel(*v, "config: log-level"));
-      c.log_level = *v;
+      LEDGERQ_RETURN_IF_ERROR(set_string(&c.log_level));
+      LEDGERQ_RETURN_IF_ERROR(CheckLogLevel(c.log_level, "config: log-level"));
+    } else if (k == "redrive-rate") {
+      auto n = v.Number();
+      if (!n.ok()) return n.status();
+      if (!(*n >= 1 && *n <= 1e6)) {
+        return Status::InvalidArgument("config: redrive-rate: must be between 1 and 1000000");
+      }
+      c.redrive_rate = *n;
+    } else if (k == "queues") {
+      const toml::table* queues = node.as_table();
+      if (!queues) return Status::InvalidArgument("config: queues: must be a table");
+      for (auto&& [qname, qnode] : *queues) {
+        const std::string name(qname.str());
+        const toml::table* qt = qnode.as_table();
+        if (!qt) return Status::InvalidArgument("config: queues." + name + ": must be a table");
+        auto& keys = queue_keys[name];
+        for (auto&& [qk, qv] : *qt) keys.emplace_back(std::string(qk.str()), &qv);
+      }
     } else {
-      return Status::InvalidArgument("config: unknown key \"" + k + "\"");
+      auto applied = ApplyRetryKey(v, k, &c.retry);
+      if (!applied.ok()) return applied.status();
+      if (!*applied) return Status::InvalidArgument("config: unknown key \"" + k + "\"");
     }
+  }
+  LEDGERQ_RETURN_IF_ERROR(ValidatePolicyKeys(c.retry, "config: "));
+  for (auto& [name, keys] : queue_keys) {
+    scheduler::RetryPolicy p = c.retry;
+    const std::string prefix = "queues." + name + ".";
+    for (auto& [k, node] : keys) {
+      const Key v(prefix + k, *node);
+      if (k == "max-attempts") {
+        auto n = v.Int();
+        if (!n.ok()) return n.status();
+        LEDGERQ_RETURN_IF_ERROR(CheckMaxAttempts(*n, "config: " + prefix + k));
+        p.max_attempts = static_cast<uint32_t>(*n);
+        continue;
+      }
+      auto applied = ApplyRetryKey(v, k, &p);
+      if (!applied.ok()) return applied.status();
+      if (!*applied) {
+        return Status::InvalidArgument("config: unknown key \"" + prefix + k + "\"");
+      }
+    }
+    LEDGERQ_RETURN_IF_ERROR(ValidatePolicyKeys(p, "config: " + prefix));
+    c.queues[name] = p;
   }
   return c;
 }
@@ -189,7 +288,7 @@ Result<std::optional<Config>> ParseCommandLine(int argc, char** argv) {
   }
   if (app.count("--default-max-attempts")) {
     LEDGERQ_RETURN_IF_ERROR(CheckMaxAttempts(max_attempts, "--default-max-attempts"));
-    c.default_max_attempts = static_cast<uint32_t>(max_attempts);
+    c.retry.max_attempts = static_cast<uint32_t>(max_attempts);
   }
   if (app.count("--log-level")) {
     LEDGERQ_RETURN_IF_ERROR(CheckLogLevel(log_level, "--log-level"));

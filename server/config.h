@@ -4,11 +4,13 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
 
 #include "common/status.h"
+#include "scheduler/retry_policy.h"
 #include "storage/job_store.h"
 
 namespace ledgerq::server {
@@ -21,13 +23,24 @@ struct Config {
   storage::SyncMode sync = storage::SyncMode::kAlways;
   uint64_t max_payload_bytes = 1 << 20;
   std::chrono::microseconds dedup_window = std::chrono::hours(24);
-  uint32_t default_max_attempts = 5;
   std::string log_level = "info";
+  // The retry policy of queues without their own; max_attempts is --default-max-attempts.
+  scheduler::RetryPolicy retry;
+  // Per-queue policies from [queues.NAME] tables, fully resolved over `retry`.
+  std::map<std::string, scheduler::RetryPolicy> queues;
+  double redrive_rate = 5000;  // jobs per second moved back by a queue-wide redrive
+
+  const scheduler::RetryPolicy& PolicyOf(const std::string& queue) const {
+    auto it = queues.find(queue);
+    return it == queues.end() ? retry : it->second;
+  }
 };
 
-// Applies the keys of a TOML document over `base`. Keys are the long flag names
+// Applies the keys of a TOML document over `base`. Top-level keys are the long flag names
 // (data-dir, grpc-listen, http-listen, sync, max-payload-bytes, dedup-window,
-// default-max-attempts, log-level). Unknown keys and wrong types are errors naming the key.
+// default-max-attempts, log-level, backoff-base, backoff-factor, backoff-cap, redrive-rate);
+// a [queues.NAME] table may set max-attempts, backoff-base, backoff-factor and backoff-cap for
+// one queue. Unknown keys and wrong types are errors naming the key.
 [[nodiscard]] Result<Config> ParseConfigToml(std::string_view text, Config base);
 
 // Parses argv. Returns nullopt when --help or --version was printed (exit 0).

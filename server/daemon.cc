@@ -14,7 +14,9 @@
 
 #include "metrics/metrics.h"
 #include "server/http_server.h"
+#include "scheduler/dispatcher.h"
 #include "server/job_service.h"
+#include "server/worker_service.h"
 
 namespace ledgerq::server {
 
@@ -51,8 +53,29 @@ Status RunDaemon(const Config& config) {
                        });
   LEDGERQ_RETURN_IF_ERROR(http.Listen(*http_ep));
 
-  JobServiceImpl jobs(store.get(), &metrics, SystemClock::Instance(),
-                      EnqueueLimits{config.max_payload_bytes, config.default_max_attempts});
+  scheduler::DispatcherOptions dopts;
+  dopts.default_policy = config.retry;
+  dopts.queue_policies = config.queues;
+  dopts.redrive_per_second = config.redrive_rate;
+  scheduler::Dispatcher dispatcher(store.get(), ioc, dopts);
+  {
+    const auto start = std::chrono::steady_clock::now();
+    LEDGERQ_RETURN_IF_ERROR(dispatcher.Recover());
+    auto stats = dispatcher.Stats();
+    spdlog::info("recovered indexes in {:.3f}s ({} live leases)",
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+                 stats.active_leases);
+  }
+
+  EnqueueLimits limits{config.max_payload_bytes, config.retry.max_attempts, {}};
+  for (const auto& [name, policy] : config.queues) limits.queue_max_attempts[name] = policy.max_attempts;
+  JobServiceImpl jobs(store.get(), &metrics, SystemClock::Instance(), limits,
+                      JobObserver{
+                          .created = [&dispatcher](const auto& job) { dispatcher.OnCreated(job); },
+                          .cancelled = [&dispatcher](const auto& job) { dispatcher.OnCancelled(job); },
+                      });
+  WorkerServiceImpl workers(&dispatcher, &metrics, SystemClock::Instance());
+  AdminServiceImpl admin(&dispatcher, store.get(), &metrics, SystemClock::Instance());
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -64,6 +87,8 @@ Status RunDaemon(const Config& config) {
   const uint64_t max_msg = std::max<uint64_t>(16ull << 20, 2 * config.max_payload_bytes + (1 << 20));
   builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<uint64_t>(max_msg, INT32_MAX)));
   builder.RegisterService(&jobs);
+  builder.RegisterService(&workers);
+  builder.RegisterService(&admin);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || grpc_port == 0) {
     http.Stop();
@@ -84,6 +109,7 @@ Status RunDaemon(const Config& config) {
     spdlog::info("received signal {}: draining", signo);
     draining = true;
     server->GetHealthCheckService()->SetServingStatus(false);
+    dispatcher.Stop();  // parked long-polls answer now, with no jobs
     // Shutdown blocks until in-flight calls finish; keep the HTTP loop answering meanwhile.
     drainer = std::thread([&] {
       server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));

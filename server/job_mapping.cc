@@ -2,6 +2,8 @@
 
 #include <google/protobuf/util/time_util.h>
 
+#include <algorithm>
+#include <optional>
 #include <random>
 
 namespace ledgerq::server {
@@ -159,13 +161,54 @@ Status ToNewJob(const v1::EnqueueRequest& req, const EnqueueLimits& limits, int6
                                    " is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)");
   }
   if (traceparent.empty()) traceparent = NewTraceparent();
+  std::optional<storage::v1::RetryPolicyRecord> retry;
+  if (req.has_retry_policy()) {
+    const auto& rp = req.retry_policy();
+    storage::v1::RetryPolicyRecord r;
+    auto duration_us = [](const google::protobuf::Duration& d) {
+      return TimeUtil::DurationToMicroseconds(d);
+    };
+    constexpr int64_t kDay = 86400LL * 1'000'000;
+    if (rp.has_backoff_base()) {
+      int64_t us = duration_us(rp.backoff_base());
+      if (us < 1000 || us > kDay) {
+        return Status::InvalidArgument("retry_policy.backoff_base: must be between 1ms and 1d");
+      }
+      r.set_backoff_base_us(us);
+    }
+    if (rp.backoff_factor() != 0) {
+      if (!(rp.backoff_factor() >= 1.0 && rp.backoff_factor() <= 100.0)) {
+        return Status::InvalidArgument("retry_policy.backoff_factor: must be between 1 and 100");
+      }
+      r.set_backoff_factor(rp.backoff_factor());
+    }
+    if (rp.has_backoff_cap()) {
+      int64_t us = duration_us(rp.backoff_cap());
+      if (us < 1000 || us > 7 * kDay) {
+        return Status::InvalidArgument("retry_policy.backoff_cap: must be between 1ms and 7d");
+      }
+      if (r.backoff_base_us() > us) {
+        return Status::InvalidArgument("retry_policy.backoff_cap: must be >= backoff_base");
+      }
+      r.set_backoff_cap_us(us);
+    }
+    retry = r;
+  }
 
   out->queue = req.queue();
   out->type = req.type();
   out->payload = req.payload();
   out->priority = req.priority();
   out->run_at_us = run_at;
-  out->max_attempts = req.max_attempts() ? req.max_attempts() : limits.default_max_attempts;
+  if (req.max_attempts()) {
+    out->max_attempts = req.max_attempts();
+  } else if (auto it = limits.queue_max_attempts.find(req.queue());
+             it != limits.queue_max_attempts.end()) {
+    out->max_attempts = it->second;
+  } else {
+    out->max_attempts = limits.default_max_attempts;
+  }
+  out->retry = std::move(retry);
   out->idempotency_key = req.idempotency_key();
   out->parent_job_id = req.parent_job_id();
   out->labels.clear();
@@ -194,7 +237,6 @@ v1::Job ToApiJob(const storage::JobRecord& rec, int64_t now_us) {
   job.set_attempts(rec.attempts());
   *job.mutable_created_at() = FromMicros(rec.created_at_us());
   *job.mutable_updated_at() = FromMicros(rec.updated_at_us());
-  job.set_result(rec.result());
   for (const auto& e : rec.errors()) {
     auto* out = job.add_errors();
     out->set_attempt(e.attempt());
@@ -208,6 +250,23 @@ v1::Job ToApiJob(const storage::JobRecord& rec, int64_t now_us) {
   job.set_payload_sha256(rec.payload_sha256());
   job.set_submitted_by(rec.submitted_by());
   job.set_cancel_reason(rec.cancel_reason());
+  job.set_dead_reason(rec.dead_reason());
+  if (rec.state() == storage::v1::STATE_LEASED) {
+    job.set_lease_worker_id(rec.lease_worker_id());
+    *job.mutable_lease_deadline() = FromMicros(rec.lease_deadline_us());
+  }
+  const uint32_t used = rec.attempts() - std::min(rec.attempts(), rec.attempt_budget_base());
+  job.set_attempts_remaining(rec.max_attempts() > used ? rec.max_attempts() - used : 0);
+  if (rec.has_retry()) {
+    auto* rp = job.mutable_retry_policy();
+    if (rec.retry().backoff_base_us()) {
+      *rp->mutable_backoff_base() = TimeUtil::MicrosecondsToDuration(rec.retry().backoff_base_us());
+    }
+    rp->set_backoff_factor(rec.retry().backoff_factor());
+    if (rec.retry().backoff_cap_us()) {
+      *rp->mutable_backoff_cap() = TimeUtil::MicrosecondsToDuration(rec.retry().backoff_cap_us());
+    }
+  }
   return job;
 }
 

@@ -6,6 +6,7 @@
 #include <grpcpp/support/status.h>
 
 #include <cstdint>
+#include <map>
 #include <string>
 
 #include "common/status.h"
@@ -17,6 +18,7 @@ namespace ledgerq::server {
 struct EnqueueLimits {
   uint64_t max_payload_bytes = 1 << 20;
   uint32_t default_max_attempts = 5;
+  std::map<std::string, uint32_t> queue_max_attempts;  // queues with their own default
 };
 
 inline constexpr size_t kMaxNameBytes = 128;

@@ -141,6 +141,14 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* ct
     Finish(reactor, "GetJob", ToGrpcStatus(payload.status()));
     return reactor;
   }
+  if (rec->result_size() > 0) {
+    auto result = store_->GetResult(rec->id());
+    if (!result.ok()) {
+      Finish(reactor, "GetJob", ToGrpcStatus(result.status()));
+      return reactor;
+    }
+    resp->set_result(std::move(result).value());
+  }
   Finish(reactor, "GetJob", grpc::Status::OK);
   return reactor;
 }

@@ -25,7 +25,7 @@ using v1::ChainHead;
 using v1::IdempotencyRecord;
 
 // The column families, declared once and bound by name after open (never by position).
-enum class Cf { kLog, kJobs, kPayloads, kIdempotency, kMeta };
+enum class Cf { kLog, kJobs, kPayloads, kIdempotency, kMeta, kQueues };
 struct CfSpec {
   Cf id;
   const char* name;
@@ -37,9 +37,16 @@ constexpr CfSpec kColumnFamilies[] = {
     {Cf::kPayloads, "payloads", true},
     {Cf::kIdempotency, "idempotency", true},
     {Cf::kMeta, "meta", false},
+    {Cf::kQueues, "queues", false},
 };
 constexpr size_t kNumCfs = std::size(kColumnFamilies);
 constexpr char kChainHeadKey[] = "chain_head";
+constexpr uint8_t kQueueFormatVersion = 1;
+
+// The `payloads` family holds a job's large blobs: the payload under its id, the result and the
+// latest checkpoint under the id plus a one-letter suffix.
+std::string ResultKey(uint64_t id) { return EncodeU64(id) + "r"; }
+std::string CheckpointKey(uint64_t id) { return EncodeU64(id) + "c"; }
 
 std::string DbPath(const std::string& data_dir) {
   return (std::filesystem::path(data_dir) / "db").string();
@@ -70,6 +77,8 @@ rocksdb::ColumnFamilyOptions CfOptions(const CfSpec& spec,
   o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
   return o;
 }
+
+std::string StateName(State s);
 
 bool Expired(const IdempotencyRecord& rec, int64_t now_us, std::chrono::microseconds window) {
   return now_us - rec.created_at_us() >= window.count();
@@ -106,7 +115,7 @@ class Txn {
 
   int64_t now_us() const { return now_us_; }
   rocksdb::WriteBatch& batch() { return batch_; }
-  bool empty() const { return events_ == 0; }
+  bool empty() const { return batch_.Count() == 0; }
   size_t events() const { return events_; }
 
   Result<JobRecord> ReadJob(uint64_t id) {
@@ -127,6 +136,26 @@ class Txn {
 
   void WritePayload(uint64_t id, std::string_view payload) {
     batch_.Put(cf(Cf::kPayloads), EncodeU64(id), EncodePayload(payload));
+  }
+
+  void WriteBlob(const std::string& key, std::string_view bytes) {
+    batch_.Put(cf(Cf::kPayloads), key, EncodePayload(bytes));
+  }
+
+  Result<QueueRecord> ReadQueue(const std::string& name) {
+    if (auto it = queues_.find(name); it != queues_.end()) return it->second;
+    std::string value;
+    auto s = db_->Get(rocksdb::ReadOptions(), cf(Cf::kQueues), name, &value);
+    QueueRecord rec;
+    if (s.IsNotFound()) return rec;
+    LEDGERQ_RETURN_IF_ERROR(FromRocks(s, "read queue"));
+    LEDGERQ_RETURN_IF_ERROR(DecodeRecord(value, kQueueFormatVersion, &rec, "queue"));
+    return rec;
+  }
+
+  void WriteQueue(const std::string& name, const QueueRecord& rec) {
+    batch_.Put(cf(Cf::kQueues), name, EncodeRecord(kQueueFormatVersion, rec));
+    queues_[name] = rec;
   }
 
   Result<std::optional<IdempotencyRecord>> ReadIdempotency(const std::string& key) {
@@ -171,6 +200,7 @@ class Txn {
   rocksdb::WriteBatch batch_;
   std::unordered_map<uint64_t, JobRecord> jobs_;
   std::unordered_map<std::string, IdempotencyRecord> idem_;
+  std::unordered_map<std::string, QueueRecord> queues_;
   size_t events_ = 0;
 };
 
@@ -260,6 +290,7 @@ class EnqueueOp final : public Op {
     rec.set_parent_job_id(item.parent_job_id);
     for (auto& [k, v] : item.labels) (*rec.mutable_labels())[k] = v;
     rec.set_traceparent(item.traceparent);
+    if (item.retry) *rec.mutable_retry() = *item.retry;
     rec.set_state(run_at > now ? v1::STATE_SCHEDULED : v1::STATE_READY);
     rec.set_created_at_us(now);
     rec.set_updated_at_us(now);
@@ -346,11 +377,6 @@ class CancelOp final : public Op {
     done_(std::move(result_));
   }
 
-  static std::string StateName(State s) {
-    std::string name = v1::State_Name(s);
-    return name.rfind("STATE_", 0) == 0 ? name.substr(6) : name;
-  }
-
  private:
   uint64_t id_;
   std::string principal_;
@@ -359,7 +385,108 @@ class CancelOp final : public Op {
   Result<JobRecord> result_ = Status::Internal("cancel not applied");
 };
 
+std::string StateName(State s) {
+  std::string name = v1::State_Name(s);
+  return name.rfind("STATE_", 0) == 0 ? name.substr(6) : name;
+}
+
+class QueueOp final : public Op {
+ public:
+  QueueOp(std::string queue, bool paused, std::string principal, std::function<void(Status)> done)
+      : queue_(std::move(queue)), paused_(paused), principal_(std::move(principal)),
+        done_(std::move(done)) {}
+
+  void Apply(Txn& txn, const StoreOptions&) override {
+    auto rec = txn.ReadQueue(queue_);
+    if (!rec.ok()) {
+      result_ = rec.status();
+      return;
+    }
+    if (rec->paused() == paused_) return;  // already so: nothing to record
+    rec->set_paused(paused_);
+    rec->set_updated_at_us(txn.now_us());
+    rec->set_updated_by(principal_);
+    EventBody ev;
+    ev.set_type(paused_ ? v1::EVENT_QUEUE_PAUSED : v1::EVENT_QUEUE_RESUMED);
+    ev.set_principal(principal_);
+    ev.set_queue(queue_);
+    txn.AppendEvent(ev);
+    txn.WriteQueue(queue_, *rec);
+  }
+
+  void Finish(const Status& write_status) override {
+    done_(result_.ok() ? write_status : result_);
+  }
+
+ private:
+  std::string queue_;
+  bool paused_;
+  std::string principal_;
+  std::function<void(Status)> done_;
+  Status result_;
+};
+
 }  // namespace
+
+class TransitionOp final : public Op {
+ public:
+  TransitionOp(std::vector<TransitionItem> items, std::string principal, TransitionCallback done)
+      : items_(std::move(items)), principal_(std::move(principal)), done_(std::move(done)) {}
+
+  void Apply(Txn& txn, const StoreOptions&) override {
+    results_.reserve(items_.size());
+    for (auto& item : items_) results_.push_back(ApplyOne(txn, item));
+  }
+
+  void Finish(const Status& write_status) override {
+    if (!write_status.ok()) {
+      results_.assign(items_.size(), Result<JobRecord>(write_status));
+    }
+    done_(std::move(results_));
+  }
+
+ private:
+  Result<JobRecord> ApplyOne(Txn& txn, TransitionItem& item) {
+    auto current = txn.ReadJob(item.id);
+    if (!current.ok()) return current.status();
+    JobRecord rec = *current;
+    TransitionWriter w;
+    Status st = item.fn(rec, w, txn.now_us());
+    if (!st.ok()) return st;
+    if (rec.id() != item.id || rec.queue() != current->queue()) {
+      return Status::Internal("a transition may not change a job's id or queue");
+    }
+    if (rec.state() != current->state() && w.events_.empty()) {
+      return Status::Internal("job " + std::to_string(item.id) + ": a change from " +
+                              StateName(current->state()) + " to " + StateName(rec.state()) +
+                              " must append an event");
+    }
+    if (w.events_.empty() && !w.save_ && !w.result_ && !w.checkpoint_) return rec;  // no-op
+    for (auto& ev : w.events_) {
+      ev.set_job_id(rec.id());
+      if (ev.principal().empty()) ev.set_principal(principal_);
+      ev.set_queue(rec.queue());
+      ev.set_job_type(rec.type());
+      rec.set_last_event_seq(txn.AppendEvent(ev));
+    }
+    if (!w.events_.empty()) rec.set_updated_at_us(txn.now_us());
+    if (w.result_) {
+      rec.set_result_size(w.result_->size());
+      txn.WriteBlob(ResultKey(rec.id()), *w.result_);
+    }
+    if (w.checkpoint_) {
+      rec.set_has_checkpoint(true);
+      txn.WriteBlob(CheckpointKey(rec.id()), *w.checkpoint_);
+    }
+    txn.WriteJob(rec);
+    return rec;
+  }
+
+  std::vector<TransitionItem> items_;
+  std::string principal_;
+  TransitionCallback done_;
+  std::vector<Result<JobRecord>> results_;
+};
 
 // ---------------------------------------------------------------------------------------------
 
@@ -394,6 +521,14 @@ class JobStore::Impl {
   ChainHeadInfo head;  // committer thread only
 
   rocksdb::ColumnFamilyHandle* cf(Cf id) const { return cfs[static_cast<size_t>(id)]; }
+
+  Result<std::string> GetBlob(const std::string& key, const std::string& what) const {
+    std::string value;
+    auto s = db->Get(rocksdb::ReadOptions(), cf(Cf::kPayloads), key, &value);
+    if (s.IsNotFound()) return Status::NotFound(what + " not found");
+    LEDGERQ_RETURN_IF_ERROR(FromRocks(s, "read " + what));
+    return DecodePayload(value);
+  }
 
   void Submit(std::unique_ptr<Op> op) {
     {
@@ -604,6 +739,39 @@ void JobStore::Cancel(uint64_t id, std::string principal, std::string reason, Jo
       std::make_unique<CancelOp>(id, std::move(principal), std::move(reason), std::move(done)));
 }
 
+void JobStore::Transition(std::vector<TransitionItem> items, std::string principal,
+                          TransitionCallback done) {
+  impl_->Submit(
+      std::make_unique<TransitionOp>(std::move(items), std::move(principal), std::move(done)));
+}
+
+void JobStore::SetQueuePaused(std::string queue, bool paused, std::string principal,
+                              std::function<void(Status)> done) {
+  impl_->Submit(std::make_unique<QueueOp>(std::move(queue), paused, std::move(principal),
+                                          std::move(done)));
+}
+
+Status JobStore::ScanQueues(
+    const std::function<void(const std::string&, const QueueRecord&)>& fn) const {
+  std::unique_ptr<rocksdb::Iterator> it(
+      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->cf(Cf::kQueues)));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    QueueRecord rec;
+    LEDGERQ_RETURN_IF_ERROR(DecodeRecord(std::string_view(it->value().data(), it->value().size()),
+                                         kQueueFormatVersion, &rec, "queue"));
+    fn(it->key().ToString(), rec);
+  }
+  return FromRocks(it->status(), "scan queues");
+}
+
+Result<std::string> JobStore::GetResult(uint64_t id) const {
+  return impl_->GetBlob(ResultKey(id), "result of job " + std::to_string(id));
+}
+
+Result<std::string> JobStore::GetCheckpoint(uint64_t id) const {
+  return impl_->GetBlob(CheckpointKey(id), "checkpoint of job " + std::to_string(id));
+}
+
 Result<JobRecord> JobStore::GetJob(uint64_t id) const {
   std::string value;
   auto s = impl_->db->Get(rocksdb::ReadOptions(), impl_->cf(Cf::kJobs), EncodeU64(id), &value);
@@ -615,14 +783,7 @@ Result<JobRecord> JobStore::GetJob(uint64_t id) const {
 }
 
 Result<std::string> JobStore::GetPayload(uint64_t id) const {
-  std::string value;
-  auto s =
-      impl_->db->Get(rocksdb::ReadOptions(), impl_->cf(Cf::kPayloads), EncodeU64(id), &value);
-  if (s.IsNotFound()) {
-    return Status::NotFound("payload of job " + std::to_string(id) + " not found");
-  }
-  LEDGERQ_RETURN_IF_ERROR(FromRocks(s, "read payload"));
-  return DecodePayload(value);
+  return impl_->GetBlob(EncodeU64(id), "payload of job " + std::to_string(id));
 }
 
 Result<JobRecord> JobStore::GetJobByIdempotencyKey(const std::string& queue,
@@ -644,10 +805,11 @@ Result<JobRecord> JobStore::GetJobByIdempotencyKey(const std::string& queue,
   return GetJob(rec.job_id());
 }
 
-Status JobStore::ScanJobs(const std::function<bool(const JobRecord&)>& fn) const {
+Status JobStore::ScanJobs(const std::function<bool(const JobRecord&)>& fn,
+                          uint64_t from_id) const {
   std::unique_ptr<rocksdb::Iterator> it(
       impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->cf(Cf::kJobs)));
-  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+  for (it->Seek(EncodeU64(from_id)); it->Valid(); it->Next()) {
     JobRecord rec;
     LEDGERQ_RETURN_IF_ERROR(DecodeRecord(
         std::string_view(it->value().data(), it->value().size()), kJobFormatVersion, &rec, "job"));

@@ -16,6 +16,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -65,6 +66,7 @@ struct NewJob {
   uint64_t parent_job_id = 0;
   std::map<std::string, std::string> labels;
   std::string traceparent;
+  std::optional<ledgerq::storage::v1::RetryPolicyRecord> retry;  // per-job backoff override
 };
 
 struct EnqueueOutcome {
@@ -75,6 +77,35 @@ struct EnqueueOutcome {
 
 using EnqueueCallback = std::function<void(std::vector<EnqueueOutcome>)>;
 using JobCallback = std::function<void(Result<JobRecord>)>;
+using QueueRecord = ledgerq::storage::v1::QueueRecord;
+
+// What a transition function may write besides the job record. Every event gets the next
+// sequence, the group's time, the job's id, queue and type, and the op's principal unless it
+// names its own. A state change without an event is refused (contract 6).
+class TransitionWriter {
+ public:
+  void Event(EventBody ev) { events_.push_back(std::move(ev)); }
+  void PutResult(std::string bytes) { result_ = std::move(bytes); }
+  void PutCheckpoint(std::string bytes) { checkpoint_ = std::move(bytes); }
+  // Persist the job record even without an event (a lease extension, not a transition).
+  void SaveJob() { save_ = true; }
+
+ private:
+  friend class TransitionOp;
+  std::vector<EventBody> events_;
+  std::optional<std::string> result_;
+  std::optional<std::string> checkpoint_;
+  bool save_ = false;
+};
+
+// Decides one job's transition on the committer thread against its authoritative current state.
+// Returning an error writes nothing for that job.
+using TransitionFn = std::function<Status(JobRecord& job, TransitionWriter& w, int64_t now_us)>;
+struct TransitionItem {
+  uint64_t id = 0;
+  TransitionFn fn;
+};
+using TransitionCallback = std::function<void(std::vector<Result<JobRecord>>)>;
 
 struct ChainHeadInfo {
   uint64_t seq = 0;
@@ -99,13 +130,27 @@ class JobStore {
   // Cancels a SCHEDULED or READY job; any other state is kFailedPrecondition naming it.
   void Cancel(uint64_t id, std::string principal, std::string reason, JobCallback done);
 
+  // Applies each item's function to its job, all in one atomic write; one result per item.
+  void Transition(std::vector<TransitionItem> items, std::string principal,
+                  TransitionCallback done);
+
+  // Durably pauses or resumes a queue, with a QUEUE_PAUSED / QUEUE_RESUMED event.
+  void SetQueuePaused(std::string queue, bool paused, std::string principal,
+                      std::function<void(Status)> done);
+  [[nodiscard]] Status ScanQueues(
+      const std::function<void(const std::string&, const QueueRecord&)>& fn) const;
+
   [[nodiscard]] Result<JobRecord> GetJob(uint64_t id) const;
   [[nodiscard]] Result<std::string> GetPayload(uint64_t id) const;
+  [[nodiscard]] Result<std::string> GetResult(uint64_t id) const;
+  // kNotFound when no attempt has stored a checkpoint.
+  [[nodiscard]] Result<std::string> GetCheckpoint(uint64_t id) const;
   // The job a live (unexpired) idempotency key names, or kNotFound.
   [[nodiscard]] Result<JobRecord> GetJobByIdempotencyKey(const std::string& queue,
                                                          const std::string& key) const;
-  // Calls `fn` for every job in id order until it returns false.
-  [[nodiscard]] Status ScanJobs(const std::function<bool(const JobRecord&)>& fn) const;
+  // Calls `fn` for every job with id >= from_id, in id order, until it returns false.
+  [[nodiscard]] Status ScanJobs(const std::function<bool(const JobRecord&)>& fn,
+                                uint64_t from_id = 0) const;
   // Events in sequence order, from `from_seq`, until `fn` returns false.
   [[nodiscard]] Status ScanEvents(uint64_t from_seq,
                                   const std::function<bool(const EventBody&)>& fn) const;

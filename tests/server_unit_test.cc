@@ -23,14 +23,14 @@ v1::EnqueueRequest Valid() {
 
 Status Check(const v1::EnqueueRequest& r, std::string_view md_tp = {}) {
   storage::NewJob out;
-  return ToNewJob(r, EnqueueLimits{1024, 5}, kNow, md_tp, &out);
+  return ToNewJob(r, EnqueueLimits{1024, 5, {}}, kNow, md_tp, &out);
 }
 
 }  // namespace
 
 TEST_CASE("a valid request gets defaults and a generated traceparent", "[server]") {
   storage::NewJob out;
-  REQUIRE(ToNewJob(Valid(), EnqueueLimits{1024, 5}, kNow, {}, &out).ok());
+  REQUIRE(ToNewJob(Valid(), EnqueueLimits{1024, 5, {}}, kNow, {}, &out).ok());
   CHECK(out.max_attempts == 5);
   CHECK(out.run_at_us == kNow);
   CHECK(IsValidTraceparent(out.traceparent));
@@ -182,7 +182,7 @@ default-max-attempts = 9
   CHECK(c->sync == storage::SyncMode::kBatch);
   CHECK(c->dedup_window == std::chrono::hours(12));
   CHECK(c->max_payload_bytes == 2048);
-  CHECK(c->default_max_attempts == 9);
+  CHECK(c->retry.max_attempts == 9);
 
   struct Bad {
     const char* text;

@@ -1,0 +1,730 @@
+#include "scheduler/dispatcher.h"
+
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/post.hpp>
+
+#include <algorithm>
+#include <mutex>
+#include <random>
+
+namespace ledgerq::scheduler {
+namespace {
+
+namespace sv1 = storage::v1;
+using std::chrono::microseconds;
+
+// Errors that mean "the write did not happen", after which the in-memory decision is undone;
+// anything else means the job moved on and is re-read from the store.
+bool IsWriteFailure(const Status& st) {
+  return st.code() == Code::kUnavailable || st.code() == Code::kResourceExhausted ||
+         st.code() == Code::kInternal || st.code() == Code::kCorruption;
+}
+
+}  // namespace
+
+Status ValidateLease(const LeaseParams& p, const DispatcherOptions& o) {
+  if (p.queues.empty()) return Status::InvalidArgument("queues: give at least one queue");
+  if (p.queues.size() > 64) return Status::InvalidArgument("queues: at most 64 queues");
+  if (p.worker_id.empty() || p.worker_id.size() > 256) {
+    return Status::InvalidArgument("worker_id: must be 1 to 256 bytes");
+  }
+  if (p.max_jobs > o.max_jobs_per_lease) {
+    return Status::InvalidArgument("max_jobs: at most " + std::to_string(o.max_jobs_per_lease) +
+                                   ", got " + std::to_string(p.max_jobs));
+  }
+  if (p.lease_duration.count() != 0 &&
+      (p.lease_duration < o.min_lease || p.lease_duration > o.max_lease_total)) {
+    return Status::InvalidArgument("lease_duration: must be between 1s and 12h");
+  }
+  if (p.wait.count() < 0 || p.wait > o.max_wait) {
+    return Status::InvalidArgument("wait: must be between 0 and 60s");
+  }
+  return Status::Ok();
+}
+
+Dispatcher::Dispatcher(storage::JobStore* store, boost::asio::io_context& ioc,
+                       DispatcherOptions opts)
+    : store_(store), ioc_(ioc), strand_(boost::asio::make_strand(ioc)), timer_(strand_),
+      opts_(std::move(opts)) {
+  if (!opts_.random) {
+    auto rng = std::make_shared<std::mt19937_64>(std::random_device{}());
+    auto mu = std::make_shared<std::mutex>();
+    opts_.random = [rng, mu] {
+      std::lock_guard lock(*mu);
+      return std::uniform_real_distribution<double>(0.0, 1.0)(*rng);
+    };
+  }
+}
+
+Dispatcher::~Dispatcher() = default;
+
+template <typename Fn>
+void Dispatcher::OnStrand(Fn&& fn) {
+  boost::asio::post(strand_, std::forward<Fn>(fn));
+}
+
+Dispatcher::Queue& Dispatcher::QueueOf(const std::string& name) {
+  auto& slot = queues_[name];
+  if (!slot) {
+    slot = std::make_unique<Queue>();
+    slot->name = name;
+  }
+  return *slot;
+}
+
+const RetryPolicy& Dispatcher::PolicyOf(const Queue& q) const {
+  auto it = opts_.queue_policies.find(q.name);
+  return it == opts_.queue_policies.end() ? opts_.default_policy : it->second;
+}
+
+std::function<double()> Dispatcher::Drawer() { return opts_.random; }
+
+// ---------------------------------------------------------------------------------------------
+// Index maintenance. Every phase change goes through SetPhase so the per-queue counts and the
+// timer heaps stay in step with the entries.
+
+void Dispatcher::SetPhase(uint64_t id, Entry& e, Phase phase) {
+  Queue& q = *e.queue;
+  switch (e.phase) {
+    case Phase::kReady: q.ready.erase({-static_cast<int64_t>(e.priority), id}); break;
+    case Phase::kScheduled: --q.scheduled; break;
+    case Phase::kLeasing: --q.leased; break;
+    case Phase::kLeased:
+    case Phase::kSettling:
+      --q.leased;
+      --active_leases_;
+      break;
+  }
+  e.phase = phase;
+  switch (phase) {
+    case Phase::kReady: q.ready.insert({-static_cast<int64_t>(e.priority), id}); break;
+    case Phase::kScheduled:
+      ++q.scheduled;
+      delayed_.push({e.run_at_us, id});
+      break;
+    case Phase::kLeasing: ++q.leased; break;
+    case Phase::kLeased:
+      ++q.leased;
+      ++active_leases_;
+      deadlines_.push({e.deadline, id});
+      break;
+    case Phase::kSettling:
+      ++q.leased;
+      ++active_leases_;
+      break;
+  }
+}
+
+void Dispatcher::Unindex(uint64_t id) {
+  auto it = entries_.find(id);
+  if (it == entries_.end()) return;
+  Entry& e = it->second;
+  // Leave the current phase by passing through kLeasing, whose count we then drop.
+  SetPhase(id, e, Phase::kLeasing);
+  --e.queue->leased;
+  entries_.erase(it);
+}
+
+void Dispatcher::Index(const storage::JobRecord& job) {
+  Queue& q = QueueOf(job.queue());
+  Unindex(job.id());
+  if (job.state() != sv1::STATE_DEAD) q.dead.erase(job.id());
+  const int64_t now = opts_.clock->WallMicros();
+  auto make_entry = [&]() -> Entry& {
+    Entry& e = entries_[job.id()];
+    e.queue = &q;
+    e.priority = job.priority();
+    e.run_at_us = job.run_at_us();
+    e.attempt = job.attempts();
+    e.phase = Phase::kLeasing;  // a neutral phase, left by the SetPhase below
+    ++q.leased;
+    return e;
+  };
+  switch (job.state()) {
+    case sv1::STATE_SCHEDULED:
+    case sv1::STATE_READY: {
+      Entry& e = make_entry();
+      if (job.state() == sv1::STATE_READY || job.run_at_us() <= now) {
+        e.ready_since_us = job.run_at_us();
+        SetPhase(job.id(), e, Phase::kReady);
+      } else {
+        SetPhase(job.id(), e, Phase::kScheduled);
+      }
+      break;
+    }
+    case sv1::STATE_LEASED: {
+      // A lease found in storage (at recovery) gets, from now, the time its last grant or
+      // extension gave it: a worker that kept running through a restart can still finish.
+      Entry& e = make_entry();
+      const Mono mono = opts_.clock->MonoNow();
+      e.lease_duration = std::max<microseconds>(
+          opts_.min_lease, microseconds(job.lease_deadline_us() - job.lease_granted_us()));
+      e.lease_started = mono - microseconds(job.lease_granted_us() - job.lease_started_us());
+      e.deadline = mono + e.lease_duration;
+      SetPhase(job.id(), e, Phase::kLeased);
+      break;
+    }
+    case sv1::STATE_SUCCEEDED: ++q.succeeded; break;
+    case sv1::STATE_CANCELLED: ++q.cancelled; break;
+    case sv1::STATE_DEAD: q.dead.insert(job.id()); break;
+    default: break;
+  }
+}
+
+Status Dispatcher::Recover() {
+  LEDGERQ_RETURN_IF_ERROR(store_->ScanQueues(
+      [&](const std::string& name, const storage::QueueRecord& rec) {
+        QueueOf(name).paused = rec.paused();
+      }));
+  LEDGERQ_RETURN_IF_ERROR(store_->ScanJobs([&](const storage::JobRecord& job) {
+    Index(job);
+    return true;
+  }));
+  OnStrand([this] { Arm(); });
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timers
+
+void Dispatcher::PromoteDue() {
+  const int64_t now = opts_.clock->WallMicros();
+  std::set<Queue*> woken;
+  while (!delayed_.empty() && delayed_.top().first <= now) {
+    auto [run_at, id] = delayed_.top();
+    delayed_.pop();
+    auto it = entries_.find(id);
+    if (it == entries_.end() || it->second.phase != Phase::kScheduled ||
+        it->second.run_at_us != run_at) {
+      continue;  // stale heap entry
+    }
+    it->second.ready_since_us = run_at;
+    SetPhase(id, it->second, Phase::kReady);
+    woken.insert(it->second.queue);
+  }
+  for (Queue* q : woken) Wake(*q);
+}
+
+void Dispatcher::ExpireDue() {
+  const Mono now = opts_.clock->MonoNow();
+  while (!deadlines_.empty() && deadlines_.top().first <= now) {
+    uint64_t id = deadlines_.top().second;
+    deadlines_.pop();
+    auto it = entries_.find(id);
+    if (it == entries_.end() || it->second.phase != Phase::kLeased ||
+        it->second.deadline > now) {
+      continue;  // completed, or extended since
+    }
+    Entry& e = it->second;
+    SetPhase(id, e, Phase::kSettling);
+    Token token{id, e.attempt};
+    std::vector<storage::TransitionItem> items;
+    items.push_back({id, ExpireFn(token, PolicyOf(*e.queue), Drawer())});
+    store_->Transition(std::move(items), "ledgerqd",
+                       [this, token](std::vector<Result<storage::JobRecord>> rs) {
+                         OnStrand([this, token, r = std::move(rs[0])] {
+                           AfterWorkerCall(token, true, r, nullptr);
+                         });
+                       });
+  }
+}
+
+void Dispatcher::TimeoutWaiters() {
+  const Mono now = opts_.clock->MonoNow();
+  while (!wait_deadlines_.empty() && wait_deadlines_.top().first <= now) {
+    uint64_t wid = wait_deadlines_.top().second;
+    wait_deadlines_.pop();
+    auto it = waiters_.find(wid);
+    if (it != waiters_.end() && it->second.parked && it->second.deadline <= now) {
+      FinishWaiter(wid, std::vector<LeasedJob>{});
+    }
+  }
+}
+
+void Dispatcher::Tick() {
+  if (stopped_) return;
+  PromoteDue();
+  ExpireDue();
+  TimeoutWaiters();
+  Arm();
+}
+
+void Dispatcher::Arm() {
+  if (stopped_) return;
+  const Mono mono = opts_.clock->MonoNow();
+  std::optional<Mono> next;
+  auto consider = [&](Mono t) {
+    if (!next || t < *next) next = t;
+  };
+  if (!delayed_.empty()) {
+    consider(mono + microseconds(delayed_.top().first - opts_.clock->WallMicros()));
+  }
+  if (!deadlines_.empty()) consider(deadlines_.top().first);
+  if (!wait_deadlines_.empty()) consider(wait_deadlines_.top().first);
+  if (!next) return;
+  // Never sleep past an hour: a wall-clock jump must not strand delayed jobs for long.
+  auto wait = std::clamp<std::chrono::steady_clock::duration>(*next - mono, microseconds(0),
+                                                               std::chrono::hours(1));
+  timer_.expires_after(wait);
+  timer_.async_wait(boost::asio::bind_executor(strand_, [this](boost::system::error_code ec) {
+    if (!ec) Tick();
+  }));
+}
+
+void Dispatcher::Poke() {
+  OnStrand([this] { Tick(); });
+}
+
+void Dispatcher::Sync(std::function<void()> fn) { OnStrand(std::move(fn)); }
+
+void Dispatcher::Stop() {
+  OnStrand([this] {
+    stopped_ = true;
+    timer_.cancel();
+    std::vector<uint64_t> parked;
+    for (auto& [wid, w] : waiters_) {
+      if (w.parked) parked.push_back(wid);
+    }
+    for (uint64_t wid : parked) FinishWaiter(wid, std::vector<LeasedJob>{});
+  });
+}
+
+DispatcherStats Dispatcher::Stats() const { return {active_leases_.load(), parked_polls_.load()}; }
+
+// ---------------------------------------------------------------------------------------------
+// Leasing
+
+void Dispatcher::OnCreated(const storage::JobRecord& job) {
+  OnStrand([this, job] {
+    Index(job);
+    if (job.state() == sv1::STATE_READY || job.run_at_us() <= opts_.clock->WallMicros()) {
+      Wake(QueueOf(job.queue()));
+    }
+    Arm();
+  });
+}
+
+void Dispatcher::OnCancelled(const storage::JobRecord& job) {
+  OnStrand([this, job] { Index(job); });
+}
+
+uint64_t Dispatcher::Lease(LeaseParams params, LeaseCallback cb) {
+  static std::atomic<uint64_t> next_id{1};
+  const uint64_t wid = next_id++;
+  OnStrand([this, wid, params = std::move(params), cb = std::move(cb)]() mutable {
+    if (stopped_) {
+      cb(Status::Unavailable("the server is shutting down"));
+      return;
+    }
+    Waiter& w = waiters_[wid];
+    w.id = wid;
+    w.params = std::move(params);
+    if (w.params.max_jobs == 0) w.params.max_jobs = 1;
+    if (w.params.lease_duration.count() == 0) w.params.lease_duration = opts_.default_lease;
+    w.cb = std::move(cb);
+    w.deadline = opts_.clock->MonoNow() + w.params.wait;
+    PromoteDue();
+    if (TryLease(w)) return;
+    if (w.params.wait.count() == 0) {
+      FinishWaiter(wid, std::vector<LeasedJob>{});
+      return;
+    }
+    w.parked = true;
+    ++parked_polls_;
+    for (const auto& name : w.params.queues) QueueOf(name).waiters.push_back(wid);
+    wait_deadlines_.push({w.deadline, wid});
+    Arm();
+  });
+  return wid;
+}
+
+void Dispatcher::CancelLease(uint64_t wid) {
+  OnStrand([this, wid] {
+    auto it = waiters_.find(wid);
+    if (it == waiters_.end()) return;
+    if (it->second.parked) {
+      FinishWaiter(wid, Status::Unavailable("the call was cancelled"));
+    } else {
+      it->second.cb = nullptr;  // in flight: its leases are given back when they land
+    }
+  });
+}
+
+void Dispatcher::FinishWaiter(uint64_t wid, Result<std::vector<LeasedJob>> result) {
+  auto it = waiters_.find(wid);
+  if (it == waiters_.end()) return;
+  Waiter& w = it->second;
+  if (w.parked) {
+    --parked_polls_;
+    for (const auto& name : w.params.queues) QueueOf(name).waiters.remove(wid);
+  }
+  LeaseCallback cb = std::move(w.cb);
+  waiters_.erase(it);
+  if (cb) cb(std::move(result));
+}
+
+void Dispatcher::Wake(Queue& q) {
+  std::vector<uint64_t> candidates(q.waiters.begin(), q.waiters.end());
+  for (uint64_t wid : candidates) {
+    if (q.ready.empty() || q.paused) return;
+    auto it = waiters_.find(wid);
+    if (it != waiters_.end() && it->second.parked) TryLease(it->second);
+  }
+}
+
+bool Dispatcher::TryLease(Waiter& w) {
+  std::vector<uint64_t> picks;
+  while (picks.size() < w.params.max_jobs) {
+    Queue* best = nullptr;
+    for (const auto& name : w.params.queues) {
+      auto it = queues_.find(name);
+      if (it == queues_.end()) continue;
+      Queue& q = *it->second;
+      if (q.paused || q.ready.empty()) continue;
+      if (!best || *q.ready.begin() < *best->ready.begin()) best = &q;
+    }
+    if (!best) break;
+    uint64_t id = best->ready.begin()->second;
+    SetPhase(id, entries_.at(id), Phase::kLeasing);
+    picks.push_back(id);
+  }
+  if (picks.empty()) return false;
+
+  if (w.parked) {
+    w.parked = false;
+    --parked_polls_;
+    for (const auto& name : w.params.queues) QueueOf(name).waiters.remove(w.id);
+  }
+  const microseconds duration = w.params.lease_duration;
+  const int64_t deadline_us = opts_.clock->WallMicros() + duration.count();
+  std::vector<storage::TransitionItem> items;
+  for (uint64_t id : picks) items.push_back({id, LeaseFn({w.params.worker_id, deadline_us})});
+  const uint64_t wid = w.id;
+  store_->Transition(
+      std::move(items), w.params.principal,
+      [this, wid, picks, duration, deadline_us](std::vector<Result<storage::JobRecord>> rs) {
+        // On the storage finisher thread: fetch what the worker needs, off the strand.
+        std::vector<LeasedJob> leased;
+        for (auto& r : rs) {
+          if (!r.ok()) continue;
+          LeasedJob lj;
+          lj.job = *r;
+          lj.deadline_us = deadline_us;
+          auto payload = store_->GetPayload(r->id());
+          if (payload.ok()) lj.payload = std::move(payload).value();
+          if (r->has_checkpoint()) {
+            auto cp = store_->GetCheckpoint(r->id());
+            if (cp.ok()) lj.checkpoint = std::move(cp).value();
+          }
+          leased.push_back(std::move(lj));
+        }
+        OnStrand([this, wid, picks, duration, rs = std::move(rs),
+                  leased = std::move(leased)]() mutable {
+          const Mono now = opts_.clock->MonoNow();
+          std::set<Queue*> back;
+          for (size_t i = 0; i < picks.size(); ++i) {
+            auto it = entries_.find(picks[i]);
+            if (it == entries_.end()) continue;
+            Entry& e = it->second;
+            if (rs[i].ok()) {
+              e.attempt = rs[i]->attempts();
+              e.lease_started = now;
+              e.lease_duration = duration;
+              e.deadline = now + duration;
+              SetPhase(picks[i], e, Phase::kLeased);
+            } else if (IsWriteFailure(rs[i].status())) {
+              SetPhase(picks[i], e, Phase::kReady);
+              back.insert(e.queue);
+            } else {
+              auto fresh = store_->GetJob(picks[i]);
+              if (fresh.ok()) Index(*fresh); else Unindex(picks[i]);
+            }
+          }
+          auto wit = waiters_.find(wid);
+          if (wit == waiters_.end() || !wit->second.cb) {
+            // The caller vanished while its leases were being written: give them back.
+            waiters_.erase(wid);
+            std::vector<storage::TransitionItem> undo;
+            for (auto& lj : leased) {
+              Token t{lj.job.id(), lj.job.attempts()};
+              entries_.at(t.job_id).phase == Phase::kLeased
+                  ? SetPhase(t.job_id, entries_.at(t.job_id), Phase::kSettling)
+                  : void();
+              undo.push_back({t.job_id, UnleaseFn(t)});
+            }
+            if (!undo.empty()) {
+              store_->Transition(std::move(undo), "ledgerqd",
+                                 [this](std::vector<Result<storage::JobRecord>> urs) {
+                                   OnStrand([this, urs = std::move(urs)] {
+                                     for (auto& r : urs) {
+                                       if (!r.ok()) continue;
+                                       Index(*r);
+                                       Wake(QueueOf(r->queue()));
+                                     }
+                                   });
+                                 });
+            }
+          } else if (leased.empty() && wit->second.deadline > now) {
+            // Everything picked moved on meanwhile (e.g. cancelled): try again or keep waiting.
+            Waiter& w = wit->second;
+            if (!TryLease(w)) {
+              w.parked = true;
+              ++parked_polls_;
+              for (const auto& name : w.params.queues) QueueOf(name).waiters.push_back(wid);
+              wait_deadlines_.push({w.deadline, wid});
+            }
+          } else {
+            FinishWaiter(wid, std::move(leased));
+          }
+          for (Queue* q : back) Wake(*q);
+          Arm();
+        });
+      });
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Worker calls
+
+void Dispatcher::Heartbeat(std::vector<Token> tokens, microseconds extend_by,
+                           std::optional<std::string> checkpoint, std::string principal,
+                           std::function<void(Result<std::vector<HeartbeatOutcome>>)> cb) {
+  OnStrand([this, tokens = std::move(tokens), extend_by, checkpoint = std::move(checkpoint),
+            principal = std::move(principal), cb = std::move(cb)]() mutable {
+    const Mono now = opts_.clock->MonoNow();
+    const int64_t wall = opts_.clock->WallMicros();
+    auto out = std::make_shared<std::vector<HeartbeatOutcome>>(tokens.size());
+    std::vector<storage::TransitionItem> items;
+    auto slots = std::make_shared<std::vector<size_t>>();
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      HeartbeatOutcome& o = (*out)[i];
+      o.token = tokens[i];
+      auto it = entries_.find(tokens[i].job_id);
+      if (it == entries_.end() || it->second.phase != Phase::kLeased ||
+          it->second.attempt != tokens[i].attempt || it->second.deadline <= now) {
+        o.lost = true;
+        o.message = "lease " + TokenText(tokens[i]) + " is lost: it expired or moved on";
+        continue;
+      }
+      Entry& e = it->second;
+      microseconds ext = extend_by.count() > 0 ? extend_by : e.lease_duration;
+      Mono limit = e.lease_started + opts_.max_lease_total;
+      Mono deadline = std::min(now + ext, limit);
+      if (deadline <= now) {
+        o.lost = true;
+        o.message = "lease " + TokenText(tokens[i]) + " reached its 12h limit";
+        continue;
+      }
+      e.deadline = deadline;
+      deadlines_.push({deadline, tokens[i].job_id});
+      o.deadline_us = wall + std::chrono::duration_cast<microseconds>(deadline - now).count();
+      items.push_back({tokens[i].job_id, HeartbeatFn(tokens[i], o.deadline_us, checkpoint)});
+      slots->push_back(i);
+    }
+    if (items.empty()) {
+      cb(std::move(*out));
+      return;
+    }
+    store_->Transition(std::move(items), principal,
+                       [out, slots, cb = std::move(cb)](std::vector<Result<storage::JobRecord>> rs) {
+                         for (size_t k = 0; k < rs.size(); ++k) {
+                           if (rs[k].ok()) continue;
+                           if (IsWriteFailure(rs[k].status())) {
+                             cb(rs[k].status());
+                             return;
+                           }
+                           HeartbeatOutcome& o = (*out)[(*slots)[k]];
+                           o.lost = true;
+                           o.deadline_us = 0;
+                           o.message = rs[k].status().message();
+                         }
+                         cb(std::move(*out));
+                       });
+  });
+}
+
+void Dispatcher::WorkerCall(Token token, storage::TransitionFn fn, std::string principal,
+                            JobCallback cb) {
+  OnStrand([this, token, fn = std::move(fn), principal = std::move(principal),
+            cb = std::move(cb)]() mutable {
+    auto it = entries_.find(token.job_id);
+    const bool had = it != entries_.end() && it->second.phase == Phase::kLeased &&
+                     it->second.attempt == token.attempt;
+    if (had) SetPhase(token.job_id, it->second, Phase::kSettling);  // expiry stands aside
+    std::vector<storage::TransitionItem> items;
+    items.push_back({token.job_id, std::move(fn)});
+    store_->Transition(std::move(items), principal,
+                       [this, token, had, cb = std::move(cb)](
+                           std::vector<Result<storage::JobRecord>> rs) {
+                         Result<storage::JobRecord> r = std::move(rs[0]);
+                         OnStrand([this, token, had, r] { AfterWorkerCall(token, had, r, nullptr); });
+                         cb(std::move(r));
+                       });
+  });
+}
+
+void Dispatcher::AfterWorkerCall(Token token, bool had_lease,
+                                 const Result<storage::JobRecord>& r, const JobCallback& cb) {
+  if (r.ok()) {
+    Index(*r);
+    if (r->state() == sv1::STATE_READY) Wake(QueueOf(r->queue()));
+  } else if (had_lease) {
+    auto it = entries_.find(token.job_id);
+    if (IsWriteFailure(r.status()) && it != entries_.end() &&
+        it->second.phase == Phase::kSettling) {
+      // Nothing was written: the lease stands. Retry an expiry soon rather than never.
+      it->second.deadline = std::max(it->second.deadline, opts_.clock->MonoNow() +
+                                                              std::chrono::seconds(1));
+      SetPhase(token.job_id, it->second, Phase::kLeased);
+    } else {
+      auto fresh = store_->GetJob(token.job_id);
+      if (fresh.ok()) Index(*fresh);
+    }
+  }
+  Arm();
+  if (cb) cb(r);
+}
+
+void Dispatcher::Complete(Token token, std::string result, std::string principal,
+                          JobCallback cb) {
+  WorkerCall(token, CompleteFn(token, std::move(result)), std::move(principal), std::move(cb));
+}
+
+void Dispatcher::Fail(Token token, AttemptFailure failure,
+                      std::optional<microseconds> retry_after, std::string principal,
+                      JobCallback cb) {
+  // The queue's policy is looked up on the strand inside WorkerCall's order; a copy is enough.
+  OnStrand([this, token, failure = std::move(failure), retry_after,
+            principal = std::move(principal), cb = std::move(cb)]() mutable {
+    auto it = entries_.find(token.job_id);
+    RetryPolicy policy = it != entries_.end() ? PolicyOf(*it->second.queue) : opts_.default_policy;
+    WorkerCall(token, FailFn(token, std::move(failure), retry_after, policy, Drawer()),
+               std::move(principal), std::move(cb));
+  });
+}
+
+void Dispatcher::Release(Token token, microseconds delay, std::string principal, JobCallback cb) {
+  WorkerCall(token, ReleaseFn(token, delay), std::move(principal), std::move(cb));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operators
+
+QueueStats Dispatcher::StatsOf(const Queue& q) const {
+  QueueStats s;
+  s.name = q.name;
+  s.paused = q.paused;
+  s.scheduled = q.scheduled;
+  s.ready = q.ready.size();
+  s.leased = q.leased;
+  s.succeeded = q.succeeded;
+  s.dead = q.dead.size();
+  s.cancelled = q.cancelled;
+  int64_t oldest = 0;
+  for (const auto& [neg_prio, id] : q.ready) {
+    auto it = entries_.find(id);
+    if (it != entries_.end() && (oldest == 0 || it->second.ready_since_us < oldest)) {
+      oldest = it->second.ready_since_us;
+    }
+  }
+  if (oldest > 0) {
+    s.oldest_ready_age = microseconds(std::max<int64_t>(0, opts_.clock->WallMicros() - oldest));
+  }
+  return s;
+}
+
+void Dispatcher::SetPaused(std::string queue, bool paused, std::string principal,
+                           std::function<void(Result<QueueStats>)> cb) {
+  store_->SetQueuePaused(queue, paused, std::move(principal),
+                         [this, queue, paused, cb = std::move(cb)](Status st) {
+                           if (!st.ok()) {
+                             cb(st);
+                             return;
+                           }
+                           OnStrand([this, queue, paused, cb] {
+                             Queue& q = QueueOf(queue);
+                             q.paused = paused;
+                             if (!paused) Wake(q);
+                             cb(StatsOf(q));
+                           });
+                         });
+}
+
+void Dispatcher::ListQueues(std::function<void(std::vector<QueueStats>)> cb) {
+  OnStrand([this, cb = std::move(cb)] {
+    std::vector<QueueStats> out;
+    for (const auto& [name, q] : queues_) out.push_back(StatsOf(*q));
+    cb(std::move(out));
+  });
+}
+
+void Dispatcher::ListDeadIds(std::string queue, uint64_t after_id, size_t limit,
+                             std::function<void(std::vector<uint64_t>)> cb) {
+  OnStrand([this, queue = std::move(queue), after_id, limit, cb = std::move(cb)] {
+    std::vector<uint64_t> ids;
+    auto it = queues_.find(queue);
+    if (it != queues_.end()) {
+      for (auto d = it->second->dead.upper_bound(after_id);
+           d != it->second->dead.end() && ids.size() < limit; ++d) {
+        ids.push_back(*d);
+      }
+    }
+    cb(std::move(ids));
+  });
+}
+
+void Dispatcher::Redrive(std::vector<uint64_t> ids, std::string principal,
+                         std::function<void(std::vector<Result<storage::JobRecord>>)> cb) {
+  std::vector<storage::TransitionItem> items;
+  for (uint64_t id : ids) items.push_back({id, RedriveFn()});
+  store_->Transition(std::move(items), std::move(principal),
+                     [this, cb = std::move(cb)](std::vector<Result<storage::JobRecord>> rs) {
+                       OnStrand([this, rs] {
+                         for (const auto& r : rs) {
+                           if (!r.ok()) continue;
+                           Index(*r);
+                           Wake(QueueOf(r->queue()));
+                         }
+                       });
+                       cb(std::move(rs));
+                     });
+}
+
+void Dispatcher::RedriveQueue(std::string queue, uint64_t limit, std::string principal,
+                              std::function<void(Result<uint64_t>)> cb) {
+  OnStrand([this, queue = std::move(queue), limit, principal = std::move(principal),
+            cb = std::move(cb)]() mutable {
+    auto ids = std::make_shared<std::vector<uint64_t>>();
+    auto it = queues_.find(queue);
+    if (it != queues_.end()) {
+      for (uint64_t id : it->second->dead) {
+        if (limit && ids->size() >= limit) break;
+        ids->push_back(id);
+      }
+    }
+    cb(static_cast<uint64_t>(ids->size()));
+    if (!ids->empty()) RedriveChunk(ids, 0, std::move(principal));
+  });
+}
+
+void Dispatcher::RedriveChunk(std::shared_ptr<std::vector<uint64_t>> ids, size_t offset,
+                              std::string principal) {
+  const size_t end = std::min(ids->size(), offset + opts_.redrive_chunk);
+  std::vector<uint64_t> chunk(ids->begin() + offset, ids->begin() + end);
+  const auto pause = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(static_cast<double>(chunk.size()) / opts_.redrive_per_second));
+  Redrive(std::move(chunk), principal,
+          [this, ids, end, principal, pause](std::vector<Result<storage::JobRecord>>) {
+            if (end >= ids->size()) return;
+            // Pace the next chunk so live traffic keeps the committer most of the time.
+            OnStrand([this, ids, end, principal, pause] {
+              if (stopped_) return;
+              auto t = std::make_shared<boost::asio::steady_timer>(strand_, pause);
+              t->async_wait([this, t, ids, end, principal](boost::system::error_code ec) {
+                if (!ec && !stopped_) RedriveChunk(ids, end, principal);
+              });
+            });
+          });
+}
+
+}  // namespace ledgerq::scheduler

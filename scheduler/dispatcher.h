@@ -1,0 +1,218 @@
+// scheduler/ owns the decisions: which job goes to which lease, when timers fire, retries and
+// dead-lettering. One strand owns all of its state; every public method may be called from any
+// thread and posts into that strand. Storage is the authority on each job's state: every
+// decision is a transition applied by the storage committer, and the strand submits them in the
+// order it decided them, so the in-memory indexes and the store never disagree for long.
+//
+// Time: lease deadlines and long-poll waits run on the injected clock's monotonic time; run_at
+// (a wall-clock instant chosen by users) is compared with its wall time.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+
+#include <chrono>
+#include <functional>
+#include <list>
+#include <map>
+#include <memory>
+#include <optional>
+#include <queue>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/clock.h"
+#include "scheduler/retry_policy.h"
+#include "scheduler/transitions.h"
+#include "storage/job_store.h"
+
+namespace ledgerq::scheduler {
+
+struct DispatcherOptions {
+  Clock* clock = SystemClock::Instance();
+  RetryPolicy default_policy;
+  std::map<std::string, RetryPolicy> queue_policies;
+  std::chrono::microseconds default_lease = std::chrono::seconds(30);
+  std::chrono::microseconds min_lease = std::chrono::seconds(1);
+  std::chrono::microseconds max_lease_total = std::chrono::hours(12);
+  std::chrono::microseconds max_wait = std::chrono::seconds(60);
+  uint32_t max_jobs_per_lease = 256;
+  double redrive_per_second = 5000;
+  size_t redrive_chunk = 500;
+  std::function<double()> random;  // [0, 1); default: a seeded mt19937_64
+};
+
+struct LeaseParams {
+  std::vector<std::string> queues;
+  std::string worker_id;
+  uint32_t max_jobs = 1;
+  std::chrono::microseconds lease_duration{0};  // 0: default
+  std::chrono::microseconds wait{0};
+  std::string principal;
+};
+
+// Checks LeaseParams against the options; errors name the field.
+[[nodiscard]] Status ValidateLease(const LeaseParams& p, const DispatcherOptions& o);
+
+struct LeasedJob {
+  storage::JobRecord job;
+  std::string payload;
+  std::optional<std::string> checkpoint;
+  int64_t deadline_us = 0;
+};
+
+struct HeartbeatOutcome {
+  Token token;
+  bool lost = false;
+  int64_t deadline_us = 0;
+  std::string message;
+};
+
+struct QueueStats {
+  std::string name;
+  bool paused = false;
+  uint64_t scheduled = 0, ready = 0, leased = 0, succeeded = 0, dead = 0, cancelled = 0;
+  std::chrono::microseconds oldest_ready_age{0};
+};
+
+struct DispatcherStats {
+  uint64_t active_leases = 0;
+  uint64_t parked_polls = 0;
+};
+
+class Dispatcher {
+ public:
+  using LeaseCallback = std::function<void(Result<std::vector<LeasedJob>>)>;
+  using JobCallback = std::function<void(Result<storage::JobRecord>)>;
+
+  Dispatcher(storage::JobStore* store, boost::asio::io_context& ioc, DispatcherOptions opts);
+  ~Dispatcher();
+
+  // Rebuilds every index from storage. Call once, before serving.
+  [[nodiscard]] Status Recover();
+
+  void OnCreated(const storage::JobRecord& job);
+  void OnCancelled(const storage::JobRecord& job);
+
+  // Leases up to max_jobs, waiting up to `wait` for the first. The callback runs exactly once.
+  // Returns an id for CancelLease.
+  uint64_t Lease(LeaseParams params, LeaseCallback cb);
+  // The caller is gone: answer CANCELLED if still parked; lease nothing more for it.
+  void CancelLease(uint64_t lease_call_id);
+
+  void Heartbeat(std::vector<Token> tokens, std::chrono::microseconds extend_by,
+                 std::optional<std::string> checkpoint, std::string principal,
+                 std::function<void(Result<std::vector<HeartbeatOutcome>>)> cb);
+  void Complete(Token token, std::string result, std::string principal, JobCallback cb);
+  void Fail(Token token, AttemptFailure failure,
+            std::optional<std::chrono::microseconds> retry_after, std::string principal,
+            JobCallback cb);
+  void Release(Token token, std::chrono::microseconds delay, std::string principal,
+               JobCallback cb);
+
+  void SetPaused(std::string queue, bool paused, std::string principal,
+                 std::function<void(Result<QueueStats>)> cb);
+  void ListQueues(std::function<void(std::vector<QueueStats>)> cb);
+  // Dead jobs of `queue` with id > after_id, ascending, at most `limit`.
+  void ListDeadIds(std::string queue, uint64_t after_id, size_t limit,
+                   std::function<void(std::vector<uint64_t>)> cb);
+  void Redrive(std::vector<uint64_t> ids, std::string principal,
+               std::function<void(std::vector<Result<storage::JobRecord>>)> cb);
+  // Selects up to `limit` (0: all) dead jobs of the queue and redrives them in the background
+  // at the configured rate. Answers with how many were selected.
+  void RedriveQueue(std::string queue, uint64_t limit, std::string principal,
+                    std::function<void(Result<uint64_t>)> cb);
+
+  // Runs whatever is due now (timers do this by themselves; tests with a FakeClock call it).
+  void Poke();
+  // Answers parked long-polls with no jobs and stops timers. Called before the server drains.
+  void Stop();
+  // Runs `fn` on the strand once everything posted before it has run (tests).
+  void Sync(std::function<void()> fn);
+  DispatcherStats Stats() const;
+
+  const DispatcherOptions& options() const { return opts_; }
+
+ private:
+  struct Queue;
+  enum class Phase { kScheduled, kReady, kLeasing, kLeased, kSettling };
+  struct Entry {
+    Queue* queue = nullptr;
+    int32_t priority = 0;
+    Phase phase = Phase::kReady;
+    int64_t run_at_us = 0;
+    int64_t ready_since_us = 0;
+    uint32_t attempt = 0;
+    std::chrono::steady_clock::time_point deadline{};
+    std::chrono::steady_clock::time_point lease_started{};
+    std::chrono::microseconds lease_duration{0};
+  };
+  struct Waiter {
+    uint64_t id = 0;
+    LeaseParams params;
+    LeaseCallback cb;
+    std::chrono::steady_clock::time_point deadline{};
+    bool parked = false;
+  };
+  struct Queue {
+    std::string name;
+    bool paused = false;
+    std::set<std::pair<int64_t, uint64_t>> ready;  // (-priority, id): highest first, then FIFO
+    std::set<uint64_t> dead;
+    uint64_t scheduled = 0, leased = 0, succeeded = 0, cancelled = 0;
+    std::list<uint64_t> waiters;
+  };
+  using Mono = std::chrono::steady_clock::time_point;
+
+  template <typename Fn>
+  void OnStrand(Fn&& fn);
+
+  Queue& QueueOf(const std::string& name);
+  const RetryPolicy& PolicyOf(const Queue& q) const;
+  double Draw();
+  std::function<double()> Drawer();
+
+  // Index maintenance (strand only).
+  void Index(const storage::JobRecord& job);  // makes the entry match a stored record
+  void Unindex(uint64_t id);
+  void SetPhase(uint64_t id, Entry& e, Phase phase);
+  void MakeReady(uint64_t id, Entry& e);
+  void PromoteDue();
+  void ExpireDue();
+  void TimeoutWaiters();
+  void Wake(Queue& q);
+  bool TryLease(Waiter& w);
+  void FinishWaiter(uint64_t waiter_id, Result<std::vector<LeasedJob>> result);
+  void Tick();
+  void Arm();
+  void AfterWorkerCall(Token token, bool had_lease, const Result<storage::JobRecord>& r,
+                       const JobCallback& cb);
+  void WorkerCall(Token token, storage::TransitionFn fn, std::string principal, JobCallback cb);
+  void RedriveChunk(std::shared_ptr<std::vector<uint64_t>> ids, size_t offset,
+                    std::string principal);
+  QueueStats StatsOf(const Queue& q) const;
+
+  storage::JobStore* store_;
+  boost::asio::io_context& ioc_;
+  boost::asio::strand<boost::asio::io_context::executor_type> strand_;
+  boost::asio::steady_timer timer_;
+  DispatcherOptions opts_;
+
+  std::unordered_map<uint64_t, Entry> entries_;  // every SCHEDULED, READY or LEASED job
+  std::map<std::string, std::unique_ptr<Queue>> queues_;
+  using TimedId = std::pair<int64_t, uint64_t>;
+  std::priority_queue<TimedId, std::vector<TimedId>, std::greater<>> delayed_;  // run_at_us
+  using MonoId = std::pair<Mono, uint64_t>;
+  std::priority_queue<MonoId, std::vector<MonoId>, std::greater<>> deadlines_;
+  std::priority_queue<MonoId, std::vector<MonoId>, std::greater<>> wait_deadlines_;
+  std::unordered_map<uint64_t, Waiter> waiters_;
+  uint64_t next_waiter_id_ = 1;
+  bool stopped_ = false;
+  std::atomic<uint64_t> active_leases_{0};
+  std::atomic<uint64_t> parked_polls_{0};
+};
+
+}  // namespace ledgerq::scheduler

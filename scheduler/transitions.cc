@@ -1,0 +1,254 @@
+#include "scheduler/transitions.h"
+
+#include "common/duration.h"
+#include "common/sha256.h"
+
+namespace ledgerq::scheduler {
+namespace {
+
+namespace sv1 = storage::v1;
+using storage::EventBody;
+using storage::JobRecord;
+using storage::TransitionWriter;
+
+std::string StateText(sv1::State s) {
+  std::string name = sv1::State_Name(s);
+  return name.rfind("STATE_", 0) == 0 ? name.substr(6) : name;
+}
+
+// The one check every worker call makes: the token names the job's current lease.
+Status CheckToken(const JobRecord& job, const Token& token) {
+  if (job.state() == sv1::STATE_LEASED && job.attempts() == token.attempt) return Status::Ok();
+  std::string now = job.state() == sv1::STATE_LEASED
+                        ? "LEASED for attempt " + std::to_string(job.attempts())
+                        : StateText(job.state());
+  return Status::FailedPrecondition("lease token " + TokenText(token) +
+                                    " is not the current lease: the job is " + now);
+}
+
+void ClearLease(JobRecord& job) {
+  job.clear_lease_worker_id();
+  job.clear_lease_started_us();
+  job.clear_lease_granted_us();
+  job.clear_lease_deadline_us();
+}
+
+EventBody Ev(sv1::EventType type, const JobRecord& job) {
+  EventBody ev;
+  ev.set_type(type);
+  ev.set_attempt(job.attempts());
+  ev.set_from_state(job.state());
+  ev.set_traceparent(job.traceparent());
+  return ev;
+}
+
+// After a failed attempt (reported, or an expired lease): retry after a backoff, or dead-letter.
+void RetryOrBury(JobRecord& job, TransitionWriter& w, int64_t now, bool permanent,
+                 const char* exhausted_reason, const RetryPolicy& policy, double draw,
+                 std::optional<std::chrono::microseconds> retry_after) {
+  const RetryPolicy p = EffectivePolicy(policy, job);
+  const uint32_t used = AttemptsUsed(job);
+  if (permanent || used >= job.max_attempts()) {
+    EventBody ev = Ev(sv1::EVENT_DEAD_LETTERED, job);
+    job.set_dead_reason(permanent ? "permanent_error" : exhausted_reason);
+    job.set_state(sv1::STATE_DEAD);
+    ev.set_to_state(job.state());
+    ev.set_reason(job.dead_reason());
+    w.Event(std::move(ev));
+    return;
+  }
+  const auto delay = RetryDelay(p, used, draw, retry_after);
+  EventBody ev = Ev(sv1::EVENT_RETRY_SCHEDULED, job);
+  job.set_run_at_us(now + delay.count());
+  job.set_state(sv1::STATE_SCHEDULED);
+  ev.set_to_state(job.state());
+  ev.set_run_at_us(job.run_at_us());
+  ev.set_reason("retry in " + FormatDuration(delay));
+  w.Event(std::move(ev));
+}
+
+sv1::AttemptErrorRecord RecordError(JobRecord& job, int64_t now, const AttemptFailure& f) {
+  sv1::AttemptErrorRecord* e = job.add_errors();
+  e->set_attempt(job.attempts());
+  e->set_at_us(now);
+  e->set_worker_id(job.lease_worker_id());
+  e->set_kind(f.kind);
+  e->set_code(f.code);
+  e->set_message(f.message);
+  e->set_details(f.details);
+  return *e;
+}
+
+}  // namespace
+
+std::string TokenText(const Token& t) {
+  return "(job " + std::to_string(t.job_id) + ", attempt " + std::to_string(t.attempt) + ")";
+}
+
+RetryPolicy EffectivePolicy(const RetryPolicy& queue_policy, const JobRecord& job) {
+  RetryPolicy p = queue_policy;
+  p.max_attempts = job.max_attempts();
+  if (job.has_retry()) {
+    const auto& r = job.retry();
+    if (r.backoff_base_us() > 0) p.backoff_base = std::chrono::microseconds(r.backoff_base_us());
+    if (r.backoff_factor() > 0) p.backoff_factor = r.backoff_factor();
+    if (r.backoff_cap_us() > 0) p.backoff_cap = std::chrono::microseconds(r.backoff_cap_us());
+  }
+  return p;
+}
+
+uint32_t AttemptsUsed(const JobRecord& job) {
+  return job.attempts() - std::min(job.attempts(), job.attempt_budget_base());
+}
+
+storage::TransitionFn LeaseFn(LeaseGrant grant) {
+  return [grant = std::move(grant)](JobRecord& job, TransitionWriter& w, int64_t now) -> Status {
+    const bool due = job.state() == sv1::STATE_READY ||
+                     (job.state() == sv1::STATE_SCHEDULED && job.run_at_us() <= now);
+    if (!due) {
+      return Status::FailedPrecondition("job " + std::to_string(job.id()) + " is " +
+                                        StateText(job.state()) + ", not ready to lease");
+    }
+    EventBody ev = Ev(sv1::EVENT_LEASED, job);
+    job.set_attempts(job.attempts() + 1);
+    job.set_state(sv1::STATE_LEASED);
+    job.set_lease_worker_id(grant.worker_id);
+    job.set_lease_started_us(now);
+    job.set_lease_granted_us(now);
+    job.set_lease_deadline_us(grant.deadline_us);
+    ev.set_attempt(job.attempts());
+    ev.set_to_state(job.state());
+    ev.set_worker_id(grant.worker_id);
+    ev.set_lease_deadline_us(grant.deadline_us);
+    w.Event(std::move(ev));
+    return Status::Ok();
+  };
+}
+
+storage::TransitionFn HeartbeatFn(Token token, int64_t deadline_us,
+                                  std::optional<std::string> checkpoint) {
+  return [=](JobRecord& job, TransitionWriter& w, int64_t now) -> Status {
+    LEDGERQ_RETURN_IF_ERROR(CheckToken(job, token));
+    job.set_lease_granted_us(now);
+    job.set_lease_deadline_us(deadline_us);
+    if (checkpoint) w.PutCheckpoint(*checkpoint);
+    w.SaveJob();  // an extension is not a transition: no event
+    return Status::Ok();
+  };
+}
+
+storage::TransitionFn CompleteFn(Token token, std::string result) {
+  return [token, result = std::move(result)](JobRecord& job, TransitionWriter& w,
+                                             int64_t) -> Status {
+    if (job.state() == sv1::STATE_SUCCEEDED && job.completed_attempt() == token.attempt) {
+      return Status::Ok();  // a repeated Complete gets the first answer and changes nothing
+    }
+    LEDGERQ_RETURN_IF_ERROR(CheckToken(job, token));
+    EventBody ev = Ev(sv1::EVENT_COMPLETED, job);
+    ev.set_worker_id(job.lease_worker_id());
+    ev.set_result_sha256(std::string(AsBytes(Sha256(result))));
+    ev.set_result_size(result.size());
+    job.set_state(sv1::STATE_SUCCEEDED);
+    job.set_completed_attempt(token.attempt);
+    ClearLease(job);
+    ev.set_to_state(job.state());
+    w.Event(std::move(ev));
+    w.PutResult(result);
+    return Status::Ok();
+  };
+}
+
+storage::TransitionFn FailFn(Token token, AttemptFailure failure,
+                             std::optional<std::chrono::microseconds> retry_after,
+                             RetryPolicy queue_policy, std::function<double()> random) {
+  return [=](JobRecord& job, TransitionWriter& w, int64_t now) -> Status {
+    LEDGERQ_RETURN_IF_ERROR(CheckToken(job, token));
+    EventBody ev = Ev(sv1::EVENT_FAILED, job);
+    ev.set_worker_id(job.lease_worker_id());
+    *ev.mutable_error() = RecordError(job, now, failure);
+    ClearLease(job);
+    // FAILED keeps the job's state on record as it was decided; the next event moves it.
+    ev.set_to_state(sv1::STATE_LEASED);
+    w.Event(std::move(ev));
+    RetryOrBury(job, w, now, failure.kind == kPermanent, "attempts_exhausted", queue_policy,
+                random(), retry_after);
+    return Status::Ok();
+  };
+}
+
+storage::TransitionFn ReleaseFn(Token token, std::chrono::microseconds delay) {
+  return [=](JobRecord& job, TransitionWriter& w, int64_t now) -> Status {
+    LEDGERQ_RETURN_IF_ERROR(CheckToken(job, token));
+    EventBody ev = Ev(sv1::EVENT_RELEASED, job);
+    ev.set_worker_id(job.lease_worker_id());
+    ClearLease(job);
+    if (AttemptsUsed(job) >= job.max_attempts()) {
+      ev.set_to_state(sv1::STATE_LEASED);
+      w.Event(std::move(ev));
+      RetryOrBury(job, w, now, false, "attempts_exhausted", RetryPolicy{}, 0, std::nullopt);
+      return Status::Ok();
+    }
+    job.set_run_at_us(now + delay.count());
+    job.set_state(delay.count() > 0 ? sv1::STATE_SCHEDULED : sv1::STATE_READY);
+    ev.set_to_state(job.state());
+    ev.set_run_at_us(job.run_at_us());
+    w.Event(std::move(ev));
+    return Status::Ok();
+  };
+}
+
+storage::TransitionFn ExpireFn(Token token, RetryPolicy queue_policy,
+                               std::function<double()> random) {
+  return [=](JobRecord& job, TransitionWriter& w, int64_t now) -> Status {
+    LEDGERQ_RETURN_IF_ERROR(CheckToken(job, token));
+    AttemptFailure f;
+    f.kind = kTransient;
+    f.code = "LEASE_EXPIRED";
+    f.message = "no heartbeat before the lease deadline";
+    EventBody ev = Ev(sv1::EVENT_LEASE_EXPIRED, job);
+    ev.set_worker_id(job.lease_worker_id());
+    *ev.mutable_error() = RecordError(job, now, f);
+    ClearLease(job);
+    ev.set_to_state(sv1::STATE_LEASED);
+    w.Event(std::move(ev));
+    RetryOrBury(job, w, now, false, "lease_expired", queue_policy, random(), std::nullopt);
+    return Status::Ok();
+  };
+}
+
+storage::TransitionFn RedriveFn() {
+  return [](JobRecord& job, TransitionWriter& w, int64_t now) -> Status {
+    if (job.state() != sv1::STATE_DEAD) {
+      return Status::FailedPrecondition("job " + std::to_string(job.id()) + " is " +
+                                        StateText(job.state()) +
+                                        "; only DEAD jobs can be redriven");
+    }
+    EventBody ev = Ev(sv1::EVENT_REDRIVEN, job);
+    ev.set_reason(job.dead_reason());
+    job.set_attempt_budget_base(job.attempts());  // a fresh budget; attempt numbers keep growing
+    job.clear_dead_reason();
+    job.set_run_at_us(now);
+    job.set_state(sv1::STATE_READY);
+    ev.set_to_state(job.state());
+    w.Event(std::move(ev));
+    return Status::Ok();
+  };
+}
+
+storage::TransitionFn UnleaseFn(Token token) {
+  return [=](JobRecord& job, TransitionWriter& w, int64_t now) -> Status {
+    LEDGERQ_RETURN_IF_ERROR(CheckToken(job, token));
+    EventBody ev = Ev(sv1::EVENT_RELEASED, job);
+    ev.set_worker_id(job.lease_worker_id());
+    ev.set_reason("client_gone");
+    ClearLease(job);
+    job.set_attempt_budget_base(job.attempt_budget_base() + 1);
+    job.set_run_at_us(now);
+    job.set_state(sv1::STATE_READY);
+    ev.set_to_state(job.state());
+    w.Event(std::move(ev));
+    return Status::Ok();
+  };
+}
+
+}  // namespace ledgerq::scheduler

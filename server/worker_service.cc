@@ -1,0 +1,454 @@
+#include "server/worker_service.h"
+
+#include <google/protobuf/util/time_util.h>
+
+#include <memory>
+
+#include "server/job_mapping.h"
+#include "server/job_service.h"
+
+namespace ledgerq::server {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+using std::chrono::microseconds;
+
+microseconds Us(const google::protobuf::Duration& d) {
+  return microseconds(TimeUtil::DurationToMicroseconds(d));
+}
+
+Status CheckToken(const v1::LeaseToken& t, const std::string& field) {
+  if (t.job_id() == 0) return Status::InvalidArgument(field + ".job_id: must be > 0");
+  if (t.attempt() == 0) return Status::InvalidArgument(field + ".attempt: must be > 0");
+  return Status::Ok();
+}
+
+scheduler::Token ToToken(const v1::LeaseToken& t) { return {t.job_id(), t.attempt()}; }
+
+Status CheckDuration(const google::protobuf::Duration& d, microseconds max,
+                     const std::string& field, const std::string& max_text) {
+  if (d.seconds() < 0 || d.nanos() < 0 || Us(d) > max) {
+    return Status::InvalidArgument(field + ": must be between 0 and " + max_text);
+  }
+  return Status::Ok();
+}
+
+// A Lease call is a reactor parked in the dispatcher; OnCancel (client gone) unparks it.
+class LeaseReactor final : public grpc::ServerUnaryReactor {
+ public:
+  LeaseReactor(scheduler::Dispatcher* d, metrics::Metrics* m, Clock* clock,
+               v1::LeaseResponse* resp)
+      : dispatcher_(d), metrics_(m), clock_(clock), resp_(resp) {}
+
+  void Start(scheduler::LeaseParams params) {
+    id_ = dispatcher_->Lease(std::move(params),
+                             [this](Result<std::vector<scheduler::LeasedJob>> r) { Answer(r); });
+  }
+
+  void OnCancel() override { dispatcher_->CancelLease(id_); }
+  void OnDone() override { delete this; }
+
+ private:
+  void Answer(const Result<std::vector<scheduler::LeasedJob>>& r) {
+    grpc::Status st = ToGrpcStatus(r.status());
+    if (r.ok()) {
+      const int64_t now = clock_->WallMicros();
+      for (const auto& lj : *r) {
+        auto* out = resp_->add_jobs();
+        *out->mutable_job() = ToApiJob(lj.job, now);
+        out->mutable_job()->set_payload(lj.payload);
+        out->mutable_token()->set_job_id(lj.job.id());
+        out->mutable_token()->set_attempt(lj.job.attempts());
+        *out->mutable_deadline() = TimeUtil::MicrosecondsToTimestamp(lj.deadline_us);
+        if (lj.checkpoint) out->set_checkpoint(*lj.checkpoint);
+      }
+    }
+    if (metrics_) metrics_->GrpcRequest("Lease", GrpcCodeName(st.error_code()));
+    Finish(st);
+  }
+
+  scheduler::Dispatcher* dispatcher_;
+  metrics::Metrics* metrics_;
+  Clock* clock_;
+  v1::LeaseResponse* resp_;
+  uint64_t id_ = 0;
+};
+
+v1::QueueInfo ToQueueInfo(const scheduler::QueueStats& s) {
+  v1::QueueInfo q;
+  q.set_name(s.name);
+  q.set_paused(s.paused);
+  q.set_scheduled(s.scheduled);
+  q.set_ready(s.ready);
+  q.set_leased(s.leased);
+  q.set_succeeded(s.succeeded);
+  q.set_dead(s.dead);
+  q.set_cancelled(s.cancelled);
+  *q.mutable_oldest_ready_age() = TimeUtil::MicrosecondsToDuration(s.oldest_ready_age.count());
+  return q;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+WorkerServiceImpl::WorkerServiceImpl(scheduler::Dispatcher* dispatcher, metrics::Metrics* metrics,
+                                     Clock* clock)
+    : dispatcher_(dispatcher), metrics_(metrics), clock_(clock) {}
+
+void WorkerServiceImpl::Finish(grpc::ServerUnaryReactor* reactor, const char* method,
+                               const grpc::Status& st) {
+  if (metrics_) metrics_->GrpcRequest(method, GrpcCodeName(st.error_code()));
+  reactor->Finish(st);
+}
+
+scheduler::Dispatcher::JobCallback WorkerServiceImpl::Answer(grpc::ServerUnaryReactor* reactor,
+                                                             const char* method,
+                                                             v1::JobResponse* resp) {
+  return [this, reactor, method, resp](Result<storage::JobRecord> r) {
+    if (r.ok()) *resp->mutable_job() = ToApiJob(*r, clock_->WallMicros());
+    Finish(reactor, method, ToGrpcStatus(r.status()));
+  };
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::Lease(grpc::CallbackServerContext* ctx,
+                                                   const v1::LeaseRequest* req,
+                                                   v1::LeaseResponse* resp) {
+  scheduler::LeaseParams p;
+  Status st;
+  for (const auto& q : req->queues()) {
+    st = ValidateName(q, "queues");
+    if (!st.ok()) break;
+    p.queues.push_back(q);
+  }
+  p.worker_id = req->worker_id();
+  p.max_jobs = req->max_jobs() ? req->max_jobs() : 1;
+  if (st.ok() && req->has_lease_duration()) {
+    st = CheckDuration(req->lease_duration(), std::chrono::hours(12), "lease_duration", "12h");
+    p.lease_duration = Us(req->lease_duration());
+  }
+  if (st.ok() && req->has_wait()) {
+    st = CheckDuration(req->wait(), std::chrono::seconds(60), "wait", "60s");
+    p.wait = Us(req->wait());
+  }
+  p.principal = kAnonymous;
+  if (st.ok()) st = scheduler::ValidateLease(p, dispatcher_->options());
+  if (!st.ok()) {
+    auto* reactor = ctx->DefaultReactor();
+    Finish(reactor, "Lease", ToGrpcStatus(st));
+    return reactor;
+  }
+  auto* reactor = new LeaseReactor(dispatcher_, metrics_, clock_, resp);
+  reactor->Start(std::move(p));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerContext* ctx,
+                                                       const v1::HeartbeatRequest* req,
+                                                       v1::HeartbeatResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  Status st;
+  if (req->tokens_size() == 0 || req->tokens_size() > static_cast<int>(kMaxHeartbeatTokens)) {
+    st = Status::InvalidArgument("tokens: give 1 to 1000 lease tokens");
+  }
+  std::vector<scheduler::Token> tokens;
+  for (int i = 0; st.ok() && i < req->tokens_size(); ++i) {
+    st = CheckToken(req->tokens(i), "tokens[" + std::to_string(i) + "]");
+    tokens.push_back(ToToken(req->tokens(i)));
+  }
+  if (st.ok() && req->has_extend_by()) {
+    st = CheckDuration(req->extend_by(), std::chrono::hours(12), "extend_by", "12h");
+  }
+  if (st.ok() && req->checkpoint().size() > kMaxCheckpointBytes) {
+    st = Status::InvalidArgument("checkpoint: " + std::to_string(req->checkpoint().size()) +
+                                 " bytes exceeds the limit of 65536 bytes");
+  }
+  if (!st.ok()) {
+    Finish(reactor, "Heartbeat", ToGrpcStatus(st));
+    return reactor;
+  }
+  std::optional<std::string> checkpoint;
+  if (req->set_checkpoint() || !req->checkpoint().empty()) checkpoint = req->checkpoint();
+  dispatcher_->Heartbeat(
+      std::move(tokens), req->has_extend_by() ? Us(req->extend_by()) : microseconds(0),
+      std::move(checkpoint), kAnonymous,
+      [this, reactor, resp](Result<std::vector<scheduler::HeartbeatOutcome>> r) {
+        if (r.ok()) {
+          for (const auto& o : *r) {
+            auto* out = resp->add_results();
+            out->mutable_token()->set_job_id(o.token.job_id);
+            out->mutable_token()->set_attempt(o.token.attempt);
+            out->set_lease_lost(o.lost);
+            if (!o.lost) *out->mutable_deadline() = TimeUtil::MicrosecondsToTimestamp(o.deadline_us);
+            out->set_message(o.message);
+          }
+        }
+        Finish(reactor, "Heartbeat", ToGrpcStatus(r.status()));
+      });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::Complete(grpc::CallbackServerContext* ctx,
+                                                      const v1::CompleteRequest* req,
+                                                      v1::JobResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  Status st = CheckToken(req->token(), "token");
+  if (st.ok() && req->result().size() > kMaxResultBytes) {
+    st = Status::InvalidArgument("result: " + std::to_string(req->result().size()) +
+                                 " bytes exceeds the limit of 1048576 bytes");
+  }
+  if (!st.ok()) {
+    Finish(reactor, "Complete", ToGrpcStatus(st));
+    return reactor;
+  }
+  dispatcher_->Complete(ToToken(req->token()), req->result(), kAnonymous,
+                        Answer(reactor, "Complete", resp));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::Fail(grpc::CallbackServerContext* ctx,
+                                                  const v1::FailRequest* req,
+                                                  v1::JobResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  Status st = CheckToken(req->token(), "token");
+  const auto& e = req->error();
+  if (st.ok() && e.kind() != v1::ERROR_KIND_TRANSIENT && e.kind() != v1::ERROR_KIND_PERMANENT) {
+    st = Status::InvalidArgument("error.kind: must be TRANSIENT or PERMANENT");
+  }
+  if (st.ok() && e.code().size() > 128) st = Status::InvalidArgument("error.code: longer than 128 bytes");
+  if (st.ok() && e.message().size() > kMaxErrorMessageBytes) {
+    st = Status::InvalidArgument("error.message: longer than 4096 bytes");
+  }
+  if (st.ok() && e.details().size() > kMaxErrorDetailsBytes) {
+    st = Status::InvalidArgument("error.details: longer than 16384 bytes");
+  }
+  std::optional<microseconds> retry_after;
+  if (st.ok() && req->has_retry_after()) {
+    st = CheckDuration(req->retry_after(), std::chrono::hours(24 * 7), "retry_after", "7d");
+    retry_after = Us(req->retry_after());
+  }
+  if (!st.ok()) {
+    Finish(reactor, "Fail", ToGrpcStatus(st));
+    return reactor;
+  }
+  scheduler::AttemptFailure f;
+  f.kind = e.kind();
+  f.code = e.code();
+  f.message = e.message();
+  f.details = e.details();
+  dispatcher_->Fail(ToToken(req->token()), std::move(f), retry_after, kAnonymous,
+                    Answer(reactor, "Fail", resp));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::Release(grpc::CallbackServerContext* ctx,
+                                                     const v1::ReleaseRequest* req,
+                                                     v1::JobResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  Status st = CheckToken(req->token(), "token");
+  if (st.ok() && req->has_delay()) {
+    st = CheckDuration(req->delay(), std::chrono::hours(24 * 366), "delay", "1 year");
+  }
+  if (!st.ok()) {
+    Finish(reactor, "Release", ToGrpcStatus(st));
+    return reactor;
+  }
+  dispatcher_->Release(ToToken(req->token()),
+                       req->has_delay() ? Us(req->delay()) : microseconds(0), kAnonymous,
+                       Answer(reactor, "Release", resp));
+  return reactor;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+AdminServiceImpl::AdminServiceImpl(scheduler::Dispatcher* dispatcher, storage::JobStore* store,
+                                   metrics::Metrics* metrics, Clock* clock)
+    : dispatcher_(dispatcher), store_(store), metrics_(metrics), clock_(clock) {}
+
+void AdminServiceImpl::Finish(grpc::ServerUnaryReactor* reactor, const char* method,
+                              const grpc::Status& st) {
+  if (metrics_) metrics_->GrpcRequest(method, GrpcCodeName(st.error_code()));
+  reactor->Finish(st);
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ListQueues(grpc::CallbackServerContext* ctx,
+                                                       const v1::ListQueuesRequest*,
+                                                       v1::ListQueuesResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  dispatcher_->ListQueues([this, reactor, resp](std::vector<scheduler::QueueStats> qs) {
+    for (const auto& q : qs) *resp->add_queues() = ToQueueInfo(q);
+    Finish(reactor, "ListQueues", grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::SetPaused(grpc::CallbackServerContext* ctx,
+                                                      const v1::QueueRequest* req,
+                                                      v1::QueueInfo* resp, bool paused,
+                                                      const char* method) {
+  auto* reactor = ctx->DefaultReactor();
+  Status st = ValidateName(req->queue(), "queue");
+  if (!st.ok()) {
+    Finish(reactor, method, ToGrpcStatus(st));
+    return reactor;
+  }
+  dispatcher_->SetPaused(req->queue(), paused, kAnonymous,
+                         [this, reactor, resp, method](Result<scheduler::QueueStats> r) {
+                           if (r.ok()) *resp = ToQueueInfo(*r);
+                           Finish(reactor, method, ToGrpcStatus(r.status()));
+                         });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::PauseQueue(grpc::CallbackServerContext* ctx,
+                                                       const v1::QueueRequest* req,
+                                                       v1::QueueInfo* resp) {
+  return SetPaused(ctx, req, resp, true, "PauseQueue");
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ResumeQueue(grpc::CallbackServerContext* ctx,
+                                                        const v1::QueueRequest* req,
+                                                        v1::QueueInfo* resp) {
+  return SetPaused(ctx, req, resp, false, "ResumeQueue");
+}
+
+namespace {
+
+struct Page {
+  uint32_t size = 100;
+  uint64_t after = 0;
+};
+
+Result<Page> ParsePage(const v1::ListJobsRequest& req) {
+  Page p;
+  LEDGERQ_RETURN_IF_ERROR(ValidateName(req.queue(), "queue"));
+  if (!req.type().empty()) LEDGERQ_RETURN_IF_ERROR(ValidateName(req.type(), "type"));
+  if (req.page_size() > 1000) {
+    return Status::InvalidArgument("page_size: at most 1000, got " +
+                                   std::to_string(req.page_size()));
+  }
+  if (req.page_size()) p.size = req.page_size();
+  if (!req.page_token().empty()) {
+    const std::string& t = req.page_token();
+    if (t.size() > 20 || t.find_first_not_of("0123456789") != std::string::npos) {
+      return Status::InvalidArgument("page_token: not a token this server gave out");
+    }
+    p.after = std::stoull(t);
+  }
+  return p;
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ListJobs(grpc::CallbackServerContext* ctx,
+                                                     const v1::ListJobsRequest* req,
+                                                     v1::ListJobsResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  auto page = ParsePage(*req);
+  if (!page.ok()) {
+    Finish(reactor, "ListJobs", ToGrpcStatus(page.status()));
+    return reactor;
+  }
+  // A scan of the jobs family from the page token, bounded per call so one request never holds
+  // a gRPC thread for long: a page may come back short with a token to go on from.
+  constexpr size_t kMaxScanned = 200'000;
+  size_t scanned = 0;
+  uint64_t last = page->after;
+  const int64_t now = clock_->WallMicros();
+  bool more = false;
+  Status st = store_->ScanJobs(
+      [&](const storage::JobRecord& rec) {
+        last = rec.id();
+        if (++scanned > kMaxScanned || resp->jobs_size() >= static_cast<int>(page->size)) {
+          more = true;
+          return false;
+        }
+        if (rec.queue() != req->queue()) return true;
+        if (!req->type().empty() && rec.type() != req->type()) return true;
+        v1::Job job = ToApiJob(rec, now);
+        if (req->state() != v1::JOB_STATE_UNSPECIFIED && job.state() != req->state()) return true;
+        *resp->add_jobs() = std::move(job);
+        return true;
+      },
+      page->after + 1);
+  if (more) resp->set_next_page_token(std::to_string(last - 1));
+  Finish(reactor, "ListJobs", ToGrpcStatus(st));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ListDeadLetters(grpc::CallbackServerContext* ctx,
+                                                            const v1::ListJobsRequest* req,
+                                                            v1::ListJobsResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  auto page = ParsePage(*req);
+  if (!page.ok()) {
+    Finish(reactor, "ListDeadLetters", ToGrpcStatus(page.status()));
+    return reactor;
+  }
+  const uint32_t size = page->size;
+  dispatcher_->ListDeadIds(
+      req->queue(), page->after, size + 1,
+      [this, reactor, resp, size](std::vector<uint64_t> ids) {
+        const int64_t now = clock_->WallMicros();
+        for (size_t i = 0; i < ids.size() && i < size; ++i) {
+          auto rec = store_->GetJob(ids[i]);
+          if (rec.ok()) *resp->add_jobs() = ToApiJob(*rec, now);
+        }
+        if (ids.size() > size) resp->set_next_page_token(std::to_string(ids[size - 1]));
+        Finish(reactor, "ListDeadLetters", grpc::Status::OK);
+      });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::Redrive(grpc::CallbackServerContext* ctx,
+                                                    const v1::RedriveRequest* req,
+                                                    v1::RedriveResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  Status st;
+  if (req->ids_size() > 0 && !req->queue().empty()) {
+    st = Status::InvalidArgument("ids, queue: give one or the other, not both");
+  } else if (req->ids_size() == 0 && req->queue().empty()) {
+    st = Status::InvalidArgument("ids, queue: give job ids or a queue");
+  } else if (req->ids_size() > 1000) {
+    st = Status::InvalidArgument("ids: at most 1000 per call; redrive a queue for more");
+  } else if (!req->queue().empty()) {
+    st = ValidateName(req->queue(), "queue");
+  }
+  for (int i = 0; st.ok() && i < req->ids_size(); ++i) {
+    if (req->ids(i) == 0) st = Status::InvalidArgument("ids[" + std::to_string(i) + "]: must be > 0");
+  }
+  if (!st.ok()) {
+    Finish(reactor, "Redrive", ToGrpcStatus(st));
+    return reactor;
+  }
+  if (!req->queue().empty()) {
+    dispatcher_->RedriveQueue(req->queue(), req->limit(), kAnonymous,
+                              [this, reactor, resp](Result<uint64_t> n) {
+                                if (n.ok()) resp->set_redriven(*n);
+                                Finish(reactor, "Redrive", ToGrpcStatus(n.status()));
+                              });
+    return reactor;
+  }
+  std::vector<uint64_t> ids(req->ids().begin(), req->ids().end());
+  dispatcher_->Redrive(std::move(ids), kAnonymous,
+                       [this, reactor, resp](std::vector<Result<storage::JobRecord>> rs) {
+                         const int64_t now = clock_->WallMicros();
+                         uint64_t n = 0;
+                         for (const auto& r : rs) {
+                           auto* out = resp->add_results();
+                           if (r.ok()) {
+                             ++n;
+                             *out->mutable_ok()->mutable_job() = ToApiJob(*r, now);
+                           } else {
+                             out->mutable_error()->set_code(
+                                 static_cast<int>(ToGrpcCode(r.status().code())));
+                             out->mutable_error()->set_message(r.status().message());
+                           }
+                         }
+                         resp->set_redriven(n);
+                         Finish(reactor, "Redrive", grpc::Status::OK);
+                       });
+  return reactor;
+}
+
+}  // namespace ledgerq::server

@@ -1,0 +1,82 @@
+// Worker- and operator-facing gRPC services. Both validate on the gRPC thread and hand every
+// decision to the dispatcher, answering from its callbacks; neither holds queue state.
+#pragma once
+
+#include "common/clock.h"
+#include "ledgerq/v1/ledgerq.grpc.pb.h"
+#include "metrics/metrics.h"
+#include "scheduler/dispatcher.h"
+#include "storage/job_store.h"
+
+namespace ledgerq::server {
+
+inline constexpr size_t kMaxCheckpointBytes = 64 * 1024;
+inline constexpr size_t kMaxResultBytes = 1 << 20;
+inline constexpr size_t kMaxErrorDetailsBytes = 16 * 1024;
+inline constexpr size_t kMaxErrorMessageBytes = 4 * 1024;
+inline constexpr size_t kMaxHeartbeatTokens = 1000;
+
+class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
+ public:
+  WorkerServiceImpl(scheduler::Dispatcher* dispatcher, metrics::Metrics* metrics, Clock* clock);
+
+  grpc::ServerUnaryReactor* Lease(grpc::CallbackServerContext* ctx, const v1::LeaseRequest* req,
+                                  v1::LeaseResponse* resp) override;
+  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* ctx,
+                                      const v1::HeartbeatRequest* req,
+                                      v1::HeartbeatResponse* resp) override;
+  grpc::ServerUnaryReactor* Complete(grpc::CallbackServerContext* ctx,
+                                     const v1::CompleteRequest* req,
+                                     v1::JobResponse* resp) override;
+  grpc::ServerUnaryReactor* Fail(grpc::CallbackServerContext* ctx, const v1::FailRequest* req,
+                                 v1::JobResponse* resp) override;
+  grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* ctx,
+                                    const v1::ReleaseRequest* req,
+                                    v1::JobResponse* resp) override;
+
+ private:
+  void Finish(grpc::ServerUnaryReactor* reactor, const char* method, const grpc::Status& st);
+  scheduler::Dispatcher::JobCallback Answer(grpc::ServerUnaryReactor* reactor, const char* method,
+                                            v1::JobResponse* resp);
+
+  scheduler::Dispatcher* dispatcher_;
+  metrics::Metrics* metrics_;
+  Clock* clock_;
+};
+
+class AdminServiceImpl final : public v1::AdminService::CallbackService {
+ public:
+  AdminServiceImpl(scheduler::Dispatcher* dispatcher, storage::JobStore* store,
+                   metrics::Metrics* metrics, Clock* clock);
+
+  grpc::ServerUnaryReactor* ListQueues(grpc::CallbackServerContext* ctx,
+                                       const v1::ListQueuesRequest* req,
+                                       v1::ListQueuesResponse* resp) override;
+  grpc::ServerUnaryReactor* PauseQueue(grpc::CallbackServerContext* ctx,
+                                       const v1::QueueRequest* req, v1::QueueInfo* resp) override;
+  grpc::ServerUnaryReactor* ResumeQueue(grpc::CallbackServerContext* ctx,
+                                        const v1::QueueRequest* req,
+                                        v1::QueueInfo* resp) override;
+  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* ctx,
+                                     const v1::ListJobsRequest* req,
+                                     v1::ListJobsResponse* resp) override;
+  grpc::ServerUnaryReactor* ListDeadLetters(grpc::CallbackServerContext* ctx,
+                                            const v1::ListJobsRequest* req,
+                                            v1::ListJobsResponse* resp) override;
+  grpc::ServerUnaryReactor* Redrive(grpc::CallbackServerContext* ctx,
+                                    const v1::RedriveRequest* req,
+                                    v1::RedriveResponse* resp) override;
+
+ private:
+  void Finish(grpc::ServerUnaryReactor* reactor, const char* method, const grpc::Status& st);
+  grpc::ServerUnaryReactor* SetPaused(grpc::CallbackServerContext* ctx,
+                                      const v1::QueueRequest* req, v1::QueueInfo* resp,
+                                      bool paused, const char* method);
+
+  scheduler::Dispatcher* dispatcher_;
+  storage::JobStore* store_;
+  metrics::Metrics* metrics_;
+  Clock* clock_;
+};
+
+}  // namespace ledgerq::server
