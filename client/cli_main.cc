@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "client/cli_common.h"
 #include "client/client.h"
 #include "client/render.h"
 #include "common/duration.h"
@@ -17,29 +18,10 @@
 
 namespace {
 
+using namespace ledgerq::cli;
 using ledgerq::Result;
 using ledgerq::Status;
 namespace v1 = ledgerq::v1;
-
-struct Globals {
-  std::string server = "127.0.0.1:7400";
-  std::string output = "text";
-  std::string timeout = "10s";
-};
-
-int Fail(const Status& st) {
-  std::cerr << "ledgerq: " << st.ToString() << "\n";
-  return st.code() == ledgerq::Code::kInvalidArgument ? 2 : 1;
-}
-
-Result<ledgerq::client::Client> Connect(const Globals& g) {
-  auto t = ledgerq::ParseDuration(g.timeout, "--timeout");
-  if (!t.ok()) return t.status();
-  ledgerq::client::ClientOptions o;
-  o.server = g.server;
-  o.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(*t);
-  return ledgerq::client::Client(o);
-}
 
 Result<std::string> ReadPayload(const std::string& arg) {
   if (!arg.empty() && arg[0] == '@') {
@@ -197,6 +179,47 @@ int main(int argc, char** argv) {
   cancel->add_option("id", cancel_id, "Job id")->required();
   cancel->add_option("--reason", reason, "Why (kept in the audit log)");
 
+  auto* queues = app.add_subcommand("queues", "List queues with counts by state");
+
+  std::string jq, jstate, jtype;
+  uint32_t jlimit = 100;
+  auto* jobs = app.add_subcommand("jobs", "List a queue's jobs");
+  jobs->add_option("--queue", jq, "Queue")->required();
+  jobs->add_option("--state", jstate, "scheduled|ready|leased|succeeded|dead|cancelled");
+  jobs->add_option("--type", jtype, "Only this job type");
+  jobs->add_option("--limit", jlimit, "At most this many (default 100)");
+
+  std::string dq;
+  uint32_t dlimit = 100;
+  uint64_t did = 0;
+  auto* dlq = app.add_subcommand("dlq", "Dead letters");
+  dlq->require_subcommand(1);
+  auto* dlq_list = dlq->add_subcommand("list", "List a queue's dead jobs with their last error");
+  dlq_list->add_option("--queue", dq, "Queue")->required();
+  dlq_list->add_option("--limit", dlimit, "At most this many (default 100)");
+  auto* dlq_redrive = dlq->add_subcommand("redrive", "Move dead jobs back to READY");
+  dlq_redrive->add_option("--queue", dq, "Every dead job of this queue (paced)");
+  dlq_redrive->add_option("--limit", dlimit, "With --queue: at most this many");
+  dlq_redrive->add_option("--id", did, "One job");
+
+  std::string pq;
+  auto* pause = app.add_subcommand("pause", "Stop leasing from a queue (durable)");
+  pause->add_option("queue", pq, "Queue")->required();
+  auto* resume = app.add_subcommand("resume", "Resume leasing from a queue");
+  resume->add_option("queue", pq, "Queue")->required();
+
+  WorkArgs wa;
+  auto* work = app.add_subcommand("work", "Run a command for every job: ledgerq work --queue Q -- CMD ARGS");
+  work->add_option("--queue", wa.queues, "Queue to lease from (repeatable)")->required();
+  work->add_option("--concurrency", wa.concurrency, "Commands running at once (default 1)")
+      ->check(CLI::Range(1, 1024));
+  work->add_option("--lease", wa.lease, "Lease duration, heartbeated at a third (default 30s)");
+  work->add_option("--permanent-exit-codes", wa.permanent_exit_codes,
+                   "Exit codes that fail the job permanently (default 65)")
+      ->delimiter(',');
+  work->add_option("--worker-id", wa.worker_id, "Name in the job history (default host:pid)");
+  work->add_option("command", wa.command, "The command and its arguments, after --")->required();
+
   std::string data_dir;
   auto* audit = app.add_subcommand("audit", "Audit log tools");
   audit->require_subcommand(1);
@@ -212,5 +235,12 @@ int main(int argc, char** argv) {
   if (*job) return RunJob(g, job_id);
   if (*cancel) return RunCancel(g, cancel_id, reason);
   if (*verify) return RunAuditVerify(g, data_dir);
+  if (*queues) return RunQueues(g);
+  if (*jobs) return RunJobs(g, jq, jstate, jtype, jlimit);
+  if (*dlq_list) return RunDlqList(g, dq, dlimit);
+  if (*dlq_redrive) return RunDlqRedrive(g, dq, dlq_redrive->count("--limit") ? dlimit : 0, did);
+  if (*pause) return RunPause(g, pq, true);
+  if (*resume) return RunPause(g, pq, false);
+  if (*work) return RunWork(g, wa);
   return 2;
 }

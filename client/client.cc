@@ -28,46 +28,101 @@ Client::Client(ClientOptions options) : options_(std::move(options)) {
   args.SetMaxSendMessageSize(64 << 20);
   channel_ = grpc::CreateCustomChannel(options_.server, grpc::InsecureChannelCredentials(), args);
   jobs_ = v1::JobService::NewStub(channel_);
+  workers_ = v1::WorkerService::NewStub(channel_);
+  admin_ = v1::AdminService::NewStub(channel_);
 }
 
-template <typename Resp, typename Req>
-Result<Resp> Client::Call(grpc::Status (v1::JobService::Stub::*method)(grpc::ClientContext*,
-                                                                      const Req&, Resp*),
-                          const Req& req) {
+template <typename Stub, typename Resp, typename Req>
+Result<Resp> Client::Call(Stub* stub,
+                          grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
+                          const Req& req, std::chrono::milliseconds extra) {
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + options_.timeout);
+  ctx.set_deadline(std::chrono::system_clock::now() + options_.timeout + extra);
   Resp resp;
-  Status st = FromGrpc((jobs_.get()->*method)(&ctx, req, &resp), options_.server);
+  Status st = FromGrpc((stub->*method)(&ctx, req, &resp), options_.server);
   if (!st.ok()) return st;
   return resp;
 }
 
+using JobStub = v1::JobService::Stub;
+using WorkerStub = v1::WorkerService::Stub;
+using AdminStub = v1::AdminService::Stub;
+
 Result<v1::EnqueueResponse> Client::Enqueue(const v1::EnqueueRequest& req) {
-  return Call(&v1::JobService::Stub::Enqueue, req);
+  return Call(jobs_.get(), &JobStub::Enqueue, req);
 }
 
 Result<v1::EnqueueBatchResponse> Client::EnqueueBatch(const v1::EnqueueBatchRequest& req) {
-  return Call(&v1::JobService::Stub::EnqueueBatch, req);
+  return Call(jobs_.get(), &JobStub::EnqueueBatch, req);
 }
 
 Result<v1::Job> Client::GetJob(uint64_t id) {
   v1::GetJobRequest req;
   req.set_id(id);
-  return Call(&v1::JobService::Stub::GetJob, req);
+  return Call(jobs_.get(), &JobStub::GetJob, req);
 }
 
 Result<v1::Job> Client::GetJobByIdempotencyKey(const std::string& queue, const std::string& key) {
   v1::GetJobRequest req;
   req.mutable_idempotency()->set_queue(queue);
   req.mutable_idempotency()->set_idempotency_key(key);
-  return Call(&v1::JobService::Stub::GetJob, req);
+  return Call(jobs_.get(), &JobStub::GetJob, req);
 }
 
 Result<v1::Job> Client::CancelJob(uint64_t id, const std::string& reason) {
   v1::CancelJobRequest req;
   req.set_id(id);
   req.set_reason(reason);
-  return Call(&v1::JobService::Stub::CancelJob, req);
+  return Call(jobs_.get(), &JobStub::CancelJob, req);
+}
+
+Result<v1::LeaseResponse> Client::Lease(const v1::LeaseRequest& req) {
+  auto wait = std::chrono::milliseconds(req.wait().seconds() * 1000 + req.wait().nanos() / 1000000);
+  return Call(workers_.get(), &WorkerStub::Lease, req, wait);
+}
+
+Result<v1::HeartbeatResponse> Client::Heartbeat(const v1::HeartbeatRequest& req) {
+  return Call(workers_.get(), &WorkerStub::Heartbeat, req);
+}
+
+Result<v1::JobResponse> Client::Complete(const v1::CompleteRequest& req) {
+  return Call(workers_.get(), &WorkerStub::Complete, req);
+}
+
+Result<v1::JobResponse> Client::Fail(const v1::FailRequest& req) {
+  return Call(workers_.get(), &WorkerStub::Fail, req);
+}
+
+Result<v1::JobResponse> Client::Release(const v1::ReleaseRequest& req) {
+  return Call(workers_.get(), &WorkerStub::Release, req);
+}
+
+Result<v1::ListQueuesResponse> Client::ListQueues() {
+  return Call(admin_.get(), &AdminStub::ListQueues, v1::ListQueuesRequest());
+}
+
+Result<v1::QueueInfo> Client::PauseQueue(const std::string& queue) {
+  v1::QueueRequest req;
+  req.set_queue(queue);
+  return Call(admin_.get(), &AdminStub::PauseQueue, req);
+}
+
+Result<v1::QueueInfo> Client::ResumeQueue(const std::string& queue) {
+  v1::QueueRequest req;
+  req.set_queue(queue);
+  return Call(admin_.get(), &AdminStub::ResumeQueue, req);
+}
+
+Result<v1::ListJobsResponse> Client::ListJobs(const v1::ListJobsRequest& req) {
+  return Call(admin_.get(), &AdminStub::ListJobs, req);
+}
+
+Result<v1::ListJobsResponse> Client::ListDeadLetters(const v1::ListJobsRequest& req) {
+  return Call(admin_.get(), &AdminStub::ListDeadLetters, req);
+}
+
+Result<v1::RedriveResponse> Client::Redrive(const v1::RedriveRequest& req) {
+  return Call(admin_.get(), &AdminStub::Redrive, req);
 }
 
 }  // namespace ledgerq::client

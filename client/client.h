@@ -30,20 +30,39 @@ class Client {
                                                        const std::string& key);
   [[nodiscard]] Result<v1::Job> CancelJob(uint64_t id, const std::string& reason);
 
+  // Workers. Lease blocks up to the request's wait (plus the timeout).
+  [[nodiscard]] Result<v1::LeaseResponse> Lease(const v1::LeaseRequest& req);
+  [[nodiscard]] Result<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& req);
+  [[nodiscard]] Result<v1::JobResponse> Complete(const v1::CompleteRequest& req);
+  [[nodiscard]] Result<v1::JobResponse> Fail(const v1::FailRequest& req);
+  [[nodiscard]] Result<v1::JobResponse> Release(const v1::ReleaseRequest& req);
+
+  // Operators.
+  [[nodiscard]] Result<v1::ListQueuesResponse> ListQueues();
+  [[nodiscard]] Result<v1::QueueInfo> PauseQueue(const std::string& queue);
+  [[nodiscard]] Result<v1::QueueInfo> ResumeQueue(const std::string& queue);
+  [[nodiscard]] Result<v1::ListJobsResponse> ListJobs(const v1::ListJobsRequest& req);
+  [[nodiscard]] Result<v1::ListJobsResponse> ListDeadLetters(const v1::ListJobsRequest& req);
+  [[nodiscard]] Result<v1::RedriveResponse> Redrive(const v1::RedriveRequest& req);
+
   v1::JobService::Stub* jobs() { return jobs_.get(); }
+  v1::WorkerService::Stub* workers() { return workers_.get(); }
+  v1::AdminService::Stub* admin() { return admin_.get(); }
   const std::shared_ptr<grpc::Channel>& channel() { return channel_; }
   const ClientOptions& options() const { return options_; }
 
  private:
-  // One blocking call with the configured deadline, its status converted.
-  template <typename Resp, typename Req>
-  Result<Resp> Call(grpc::Status (v1::JobService::Stub::*method)(grpc::ClientContext*,
-                                                                  const Req&, Resp*),
-                    const Req& req);
+  // One blocking call with the configured deadline (plus `extra`), its status converted.
+  template <typename Stub, typename Resp, typename Req>
+  Result<Resp> Call(Stub* stub, grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&,
+                                                             Resp*),
+                    const Req& req, std::chrono::milliseconds extra = {});
 
   ClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::JobService::Stub> jobs_;
+  std::unique_ptr<v1::WorkerService::Stub> workers_;
+  std::unique_ptr<v1::AdminService::Stub> admin_;
 };
 
 // Maps a gRPC status to ours, keeping the server's message. `server` names the address in

@@ -74,6 +74,12 @@ nlohmann::json JobToJson(const v1::Job& job) {
     }
   }
   if (!job.cancel_reason().empty()) j["cancel_reason"] = job.cancel_reason();
+  if (!job.dead_reason().empty()) j["dead_reason"] = job.dead_reason();
+  j["attempts_remaining"] = job.attempts_remaining();
+  if (!job.lease_worker_id().empty()) {
+    j["lease_worker_id"] = job.lease_worker_id();
+    j["lease_deadline"] = Time(job.lease_deadline());
+  }
   if (job.errors_size() > 0) {
     auto& errors = j["errors"] = nlohmann::json::array();
     for (const auto& e : job.errors()) {
@@ -102,7 +108,13 @@ std::string JobToText(const v1::Job& job) {
   row("type", job.type());
   row("state", StateName(job.state()));
   row("priority", std::to_string(job.priority()));
-  row("attempts", std::to_string(job.attempts()) + " of " + std::to_string(job.max_attempts()));
+  row("attempts", std::to_string(job.attempts()) + " (" +
+                      std::to_string(job.attempts_remaining()) + " left of " +
+                      std::to_string(job.max_attempts()) + ")");
+  row("dead_reason", job.dead_reason());
+  if (!job.lease_worker_id().empty()) {
+    row("leased_by", job.lease_worker_id() + " until " + Time(job.lease_deadline()));
+  }
   row("run_at", Time(job.run_at()));
   row("created_at", Time(job.created_at()));
   row("updated_at", Time(job.updated_at()));
@@ -117,6 +129,12 @@ std::string JobToText(const v1::Job& job) {
     row("payload", parsed.is_discarded()
                        ? "(" + std::to_string(job.payload().size()) + " bytes, not JSON)"
                        : parsed.dump());
+  }
+  if (!job.result().empty()) {
+    auto parsed = nlohmann::json::parse(job.result(), nullptr, false);
+    row("result", parsed.is_discarded()
+                      ? "(" + std::to_string(job.result().size()) + " bytes, not JSON)"
+                      : parsed.dump());
   }
   row("cancel_reason", job.cancel_reason());
   for (const auto& e : job.errors()) {

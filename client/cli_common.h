@@ -1,0 +1,54 @@
+// Shared pieces of the ledgerq CLI's commands: global flags, connecting, error exits, tables.
+#pragma once
+
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "client/client.h"
+#include "common/duration.h"
+#include "common/status.h"
+
+namespace ledgerq::cli {
+
+struct Globals {
+  std::string server = "127.0.0.1:7400";
+  std::string output = "text";
+  std::string timeout = "10s";
+};
+
+inline int Fail(const Status& st) {
+  std::cerr << "ledgerq: " << st.ToString() << "\n";
+  return st.code() == ledgerq::Code::kInvalidArgument ? 2 : 1;
+}
+
+inline Result<ledgerq::client::Client> Connect(const Globals& g) {
+  auto t = ledgerq::ParseDuration(g.timeout, "--timeout");
+  if (!t.ok()) return t.status();
+  ledgerq::client::ClientOptions o;
+  o.server = g.server;
+  o.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(*t);
+  return ledgerq::client::Client(o);
+}
+
+// Prints rows as aligned columns; the first row is the header.
+void PrintTable(const std::vector<std::vector<std::string>>& rows);
+
+int RunQueues(const Globals& g);
+int RunJobs(const Globals& g, const std::string& queue, const std::string& state,
+            const std::string& type, uint32_t limit);
+int RunDlqList(const Globals& g, const std::string& queue, uint32_t limit);
+int RunDlqRedrive(const Globals& g, const std::string& queue, uint32_t limit, uint64_t id);
+int RunPause(const Globals& g, const std::string& queue, bool pause);
+
+struct WorkArgs {
+  std::vector<std::string> queues;
+  int concurrency = 1;
+  std::string lease = "30s";
+  std::vector<int> permanent_exit_codes{65};
+  std::string worker_id;
+  std::vector<std::string> command;
+};
+int RunWork(const Globals& g, const WorkArgs& a);
+
+}  // namespace ledgerq::cli
