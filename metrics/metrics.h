@@ -23,7 +23,8 @@ class Metrics {
   void JobDeduplicated(const std::string& queue, const std::string& type);
   void JobCancelled(const std::string& queue, const std::string& type);
   void GrpcRequest(const std::string& method, const char* code);
-  void GroupCommitted(size_t ops, double write_seconds);
+  void GroupWritten(size_t ops);
+  void WalSynced(double seconds);
 
   // The Prometheus text exposition of everything recorded so far.
   std::string Expose() const;

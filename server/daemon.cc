@@ -31,7 +31,8 @@ Status RunDaemon(const Config& config) {
   so.data_dir = config.data_dir;
   so.sync = config.sync;
   so.dedup_window = config.dedup_window;
-  so.on_group_commit = [&metrics](size_t ops, double secs) { metrics.GroupCommitted(ops, secs); };
+  so.on_group_written = [&metrics](size_t ops) { metrics.GroupWritten(ops); };
+  so.on_wal_sync = [&metrics](double secs) { metrics.WalSynced(secs); };
   auto store_or = storage::JobStore::Open(so);
   if (!store_or.ok()) return store_or.status();
   std::unique_ptr<storage::JobStore> store = std::move(store_or).value();
@@ -47,8 +48,10 @@ Status RunDaemon(const Config& config) {
   HttpServer http(ioc, HttpRoutes{
                            .metrics = [&metrics] { return metrics.Expose(); },
                            .alive = [] { return true; },
-                           .not_ready_reason = [&draining]() -> std::string {
-                             return draining ? "draining" : "";
+                           .not_ready_reason = [&draining, &store]() -> std::string {
+                             if (draining) return "draining";
+                             Status health = store->Health();
+                             return health.ok() ? "" : "storage failed: " + health.message();
                            },
                        });
   LEDGERQ_RETURN_IF_ERROR(http.Listen(*http_ep));

@@ -490,132 +490,225 @@ class TransitionOp final : public Op {
 
 // ---------------------------------------------------------------------------------------------
 
+// A closeable FIFO between two pipeline threads.
+template <typename T>
+class Handoff {
+ public:
+  // False once closed: the item was not taken and is left with the caller.
+  bool Push(T&& item) {
+    {
+      std::lock_guard lock(mu_);
+      if (closed_) return false;
+      items_.push_back(std::move(item));
+    }
+    cv_.notify_one();
+    return true;
+  }
+  // Waits for items; false once closed and drained.
+  bool PopAll(std::deque<T>* out) {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return closed_ || !items_.empty(); });
+    if (items_.empty()) return false;
+    out->swap(items_);
+    return true;
+  }
+  void Close() {
+    {
+      std::lock_guard lock(mu_);
+      closed_ = true;
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<T> items_;
+  bool closed_ = false;
+};
+
+// The write pipeline, one thread per stage, each handing groups to the next in order:
+//   committer: applies a group of transitions and writes it to RocksDB without fsync;
+//   syncer:    fsyncs the WAL once for every group written meanwhile, then publishes them;
+//   finisher:  runs the callbacks (answers), off both of the above.
+// So the committer builds group N+1 while group N is being fsynced, and nothing is answered or
+// made visible to readers before it is durable: readers use the snapshot taken right after the
+// last durable group, never the live database.
 class JobStore::Impl {
  public:
-  // The committer decides and writes; the finisher runs callbacks (answer building, gRPC
-  // completion) so that work overlaps the next group's write instead of delaying it.
-  struct Finished {
+  using SnapshotPtr = std::shared_ptr<const rocksdb::Snapshot>;
+  struct Group {
     std::deque<std::unique_ptr<Op>> ops;
     Status status;
+    bool needs_sync = false;
+    SnapshotPtr snapshot;  // the database right after this group's write
+    ChainHeadInfo head;    // the chain head after this group
   };
 
   StoreOptions opts;
   std::unique_ptr<rocksdb::DB> db;
   rocksdb::ColumnFamilyHandle* cfs[kNumCfs] = {};
 
-  mutable std::mutex head_mu;
-  ChainHeadInfo committed_head;  // guarded by head_mu; what readers see
+  mutable std::mutex durable_mu;
+  ChainHeadInfo committed_head;  // guarded by durable_mu
+  SnapshotPtr durable_snapshot;  // guarded by durable_mu; null: read the latest
+  Status failure;                // guarded by durable_mu; set once an fsync failed
 
-  std::mutex mu;
-  std::condition_variable cv;
-  std::deque<std::unique_ptr<Op>> pending;  // guarded by mu
-  bool stopping = false;                    // guarded by mu
-  bool closed = false;                      // guarded by mu
-  std::thread committer;
-  std::thread finisher;
-  std::thread syncer;
-  std::mutex finish_mu;
-  std::condition_variable finish_cv;
-  std::deque<Finished> finished;  // guarded by finish_mu
-  bool committer_done = false;    // guarded by finish_mu
+  Handoff<std::unique_ptr<Op>> pending;
+  Handoff<Group> to_sync;
+  Handoff<Group> to_finish;
+  std::thread committer, syncer, finisher, batch_syncer;
   ChainHeadInfo head;  // committer thread only
+  std::atomic<bool> failed{false};
+
+  std::mutex close_mu;
+  std::condition_variable close_cv;
+  bool closing = false;  // guarded by close_mu
+  bool closed = false;   // guarded by close_mu
 
   rocksdb::ColumnFamilyHandle* cf(Cf id) const { return cfs[static_cast<size_t>(id)]; }
 
+  // Read options pinned to the last durable state; `hold` keeps the snapshot alive.
+  rocksdb::ReadOptions DurableRead(SnapshotPtr* hold) const {
+    {
+      std::lock_guard lock(durable_mu);
+      *hold = durable_snapshot;
+    }
+    rocksdb::ReadOptions ro;
+    ro.snapshot = hold->get();
+    return ro;
+  }
+
   Result<std::string> GetBlob(const std::string& key, const std::string& what) const {
+    SnapshotPtr hold;
     std::string value;
-    auto s = db->Get(rocksdb::ReadOptions(), cf(Cf::kPayloads), key, &value);
+    auto s = db->Get(DurableRead(&hold), cf(Cf::kPayloads), key, &value);
     if (s.IsNotFound()) return Status::NotFound(what + " not found");
     LEDGERQ_RETURN_IF_ERROR(FromRocks(s, "read " + what));
     return DecodePayload(value);
   }
 
+  Result<std::string> GetValue(Cf family, const std::string& key) const {
+    SnapshotPtr hold;
+    std::string value;
+    auto s = db->Get(DurableRead(&hold), cf(family), key, &value);
+    if (s.IsNotFound()) return Status::NotFound("");
+    LEDGERQ_RETURN_IF_ERROR(FromRocks(s, "read"));
+    return value;
+  }
+
+  std::unique_ptr<rocksdb::Iterator> DurableIterator(Cf family, SnapshotPtr* hold) const {
+    return std::unique_ptr<rocksdb::Iterator>(db->NewIterator(DurableRead(hold), cf(family)));
+  }
+
+  SnapshotPtr TakeSnapshot() {
+    rocksdb::DB* raw = db.get();
+    return SnapshotPtr(raw->GetSnapshot(), [raw](const rocksdb::Snapshot* s) {
+      raw->ReleaseSnapshot(s);
+    });
+  }
+
   void Submit(std::unique_ptr<Op> op) {
-    {
-      std::lock_guard lock(mu);
-      if (!stopping) {
-        pending.push_back(std::move(op));
-        cv.notify_one();
-        return;
-      }
-    }
-    op->Finish(Status::Unavailable("the store is shutting down"));
+    if (!pending.Push(std::move(op))) op->Finish(Status::Unavailable("the store is shutting down"));
   }
 
   void CommitLoop() {
-    for (;;) {
-      std::deque<std::unique_ptr<Op>> group;
-      {
-        std::unique_lock lock(mu);
-        cv.wait(lock, [&] { return stopping || !pending.empty(); });
-        if (pending.empty()) break;  // stopping and drained
-        group.swap(pending);
-      }
-      Status st = CommitGroup(group);
-      {
-        std::lock_guard lock(finish_mu);
-        finished.push_back(Finished{std::move(group), std::move(st)});
-      }
-      finish_cv.notify_one();
+    std::deque<std::unique_ptr<Op>> ops;
+    while (pending.PopAll(&ops)) {
+      Group g;
+      g.ops.swap(ops);
+      CommitGroup(g);
+      to_sync.Push(std::move(g));
     }
-    {
-      std::lock_guard lock(finish_mu);
-      committer_done = true;
-    }
-    finish_cv.notify_one();
+    to_sync.Close();
   }
 
-  void FinishLoop() {
-    for (;;) {
-      std::deque<Finished> batch;
-      {
-        std::unique_lock lock(finish_mu);
-        finish_cv.wait(lock, [&] { return committer_done || !finished.empty(); });
-        if (finished.empty()) return;
-        batch.swap(finished);
-      }
-      for (auto& f : batch) {
-        for (auto& op : f.ops) op->Finish(f.status);
-      }
+  // Applies every op of the group to one batch and writes it (without fsync: the syncer does
+  // that). A failed write wrote nothing, so the group's ids and sequences are handed out again.
+  void CommitGroup(Group& g) {
+    if (failed) {
+      std::lock_guard lock(durable_mu);
+      g.status = failure;
+      return;
     }
-  }
-
-  // Applies every op of the group to one batch and writes it. On failure nothing of the group
-  // was written, so its ids and sequences are handed out again.
-  Status CommitGroup(std::deque<std::unique_ptr<Op>>& group) {
     const ChainHeadInfo before = head;
     Txn txn(db.get(), cfs, &head, opts.clock->WallMicros());
-    for (auto& op : group) op->Apply(txn, opts);
-    if (txn.empty()) return Status::Ok();
+    for (auto& op : g.ops) op->Apply(txn, opts);
+    g.head = head;
+    if (txn.empty()) return;  // answers only; still ordered behind earlier unsynced groups
 
     ChainHead meta;
     meta.set_seq(head.seq);
     meta.set_hash(std::string(AsBytes(head.hash)));
     meta.set_next_job_id(head.next_job_id);
     txn.batch().Put(cf(Cf::kMeta), kChainHeadKey, EncodeRecord(kMetaFormatVersion, meta));
-    const auto start = std::chrono::steady_clock::now();
     Status st = opts.write_fault ? opts.write_fault() : Status::Ok();
-    if (st.ok()) {
-      rocksdb::WriteOptions wo;
-      wo.sync = opts.sync == SyncMode::kAlways;
-      st = FromRocks(db->Write(wo, &txn.batch()), "commit");
-    }
-    const double secs =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (st.ok()) {
-      std::lock_guard lock(head_mu);
-      committed_head = head;
-    } else {
+    if (st.ok()) st = FromRocks(db->Write(rocksdb::WriteOptions(), &txn.batch()), "commit");
+    if (!st.ok()) {
       head = before;
+      g.head = before;
+      g.status = st;
+      return;
     }
-    if (opts.on_group_commit) opts.on_group_commit(group.size(), secs);
-    return st;
+    g.snapshot = TakeSnapshot();
+    g.needs_sync = opts.sync == SyncMode::kAlways;
+    if (opts.on_group_written) opts.on_group_written(g.ops.size());
   }
 
-  void SyncLoop() {
-    std::unique_lock lock(mu);
-    while (!stopping) {
-      cv.wait_for(lock, opts.batch_sync_interval);
+  void SyncStageLoop() {
+    std::deque<Group> batch;
+    while (to_sync.PopAll(&batch)) {
+      bool need = false;
+      for (auto& g : batch) need |= g.needs_sync && g.status.ok();
+      if (need) {
+        const auto start = std::chrono::steady_clock::now();
+        Status st = FromRocks(db->SyncWAL(), "fsync of the write-ahead log");
+        const double secs =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        if (opts.on_wal_sync) opts.on_wal_sync(secs);
+        if (!st.ok()) {
+          // What was written may or may not be on disk, and later groups build on it: stop
+          // accepting writes. A restart recovers a consistent prefix from the WAL.
+          failed = true;
+          std::lock_guard lock(durable_mu);
+          failure = Status::Unavailable(st.message() + "; restart ledgerqd to recover");
+          for (auto& g : batch) {
+            if (g.needs_sync && g.status.ok()) g.status = failure;
+          }
+        }
+      }
+      {
+        std::lock_guard lock(durable_mu);
+        for (auto& g : batch) {
+          if (!g.status.ok()) continue;
+          committed_head = g.head;
+          if (g.snapshot) durable_snapshot = g.snapshot;
+        }
+      }
+      for (auto& g : batch) {
+        g.snapshot.reset();
+        to_finish.Push(std::move(g));
+      }
+      batch.clear();
+    }
+    to_finish.Close();
+  }
+
+  void FinishLoop() {
+    std::deque<Group> batch;
+    while (to_finish.PopAll(&batch)) {
+      for (auto& g : batch) {
+        for (auto& op : g.ops) op->Finish(g.status);
+      }
+      batch.clear();
+    }
+  }
+
+  // --sync=batch: the WAL is fsynced on a timer instead of per group.
+  void BatchSyncLoop() {
+    std::unique_lock lock(close_mu);
+    while (!closing) {
+      close_cv.wait_for(lock, opts.batch_sync_interval);
       lock.unlock();
       (void)db->SyncWAL();
       lock.lock();
@@ -624,17 +717,23 @@ class JobStore::Impl {
 
   Status Close() {
     {
-      std::lock_guard lock(mu);
+      std::lock_guard lock(close_mu);
       if (closed) return Status::Ok();
       closed = true;
-      stopping = true;
+      closing = true;
     }
-    cv.notify_all();
+    close_cv.notify_all();
+    pending.Close();
     if (committer.joinable()) committer.join();
-    if (finisher.joinable()) finisher.join();
     if (syncer.joinable()) syncer.join();
+    if (finisher.joinable()) finisher.join();
+    if (batch_syncer.joinable()) batch_syncer.join();
     Status st;
     if (db) {
+      {
+        std::lock_guard lock(durable_mu);
+        durable_snapshot.reset();
+      }
       st = FromRocks(db->SyncWAL(), "sync WAL on close");
       for (auto*& h : cfs) {
         if (h) {
@@ -724,8 +823,9 @@ Result<std::unique_ptr<JobStore>> JobStore::Open(StoreOptions options) {
 
   Impl* p = impl.get();
   p->committer = std::thread([p] { p->CommitLoop(); });
+  p->syncer = std::thread([p] { p->SyncStageLoop(); });
   p->finisher = std::thread([p] { p->FinishLoop(); });
-  if (p->opts.sync == SyncMode::kBatch) p->syncer = std::thread([p] { p->SyncLoop(); });
+  if (p->opts.sync == SyncMode::kBatch) p->batch_syncer = std::thread([p] { p->BatchSyncLoop(); });
   return std::unique_ptr<JobStore>(new JobStore(std::move(impl)));
 }
 
@@ -753,8 +853,8 @@ void JobStore::SetQueuePaused(std::string queue, bool paused, std::string princi
 
 Status JobStore::ScanQueues(
     const std::function<void(const std::string&, const QueueRecord&)>& fn) const {
-  std::unique_ptr<rocksdb::Iterator> it(
-      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->cf(Cf::kQueues)));
+  Impl::SnapshotPtr hold;
+  auto it = impl_->DurableIterator(Cf::kQueues, &hold);
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     QueueRecord rec;
     LEDGERQ_RETURN_IF_ERROR(DecodeRecord(std::string_view(it->value().data(), it->value().size()),
@@ -773,12 +873,14 @@ Result<std::string> JobStore::GetCheckpoint(uint64_t id) const {
 }
 
 Result<JobRecord> JobStore::GetJob(uint64_t id) const {
-  std::string value;
-  auto s = impl_->db->Get(rocksdb::ReadOptions(), impl_->cf(Cf::kJobs), EncodeU64(id), &value);
-  if (s.IsNotFound()) return Status::NotFound("job " + std::to_string(id) + " not found");
-  LEDGERQ_RETURN_IF_ERROR(FromRocks(s, "read job"));
+  auto value = impl_->GetValue(Cf::kJobs, EncodeU64(id));
+  if (!value.ok()) {
+    return value.status().code() == Code::kNotFound
+               ? Status::NotFound("job " + std::to_string(id) + " not found")
+               : value.status();
+  }
   JobRecord rec;
-  LEDGERQ_RETURN_IF_ERROR(DecodeRecord(value, kJobFormatVersion, &rec, "job"));
+  LEDGERQ_RETURN_IF_ERROR(DecodeRecord(*value, kJobFormatVersion, &rec, "job"));
   return rec;
 }
 
@@ -788,17 +890,14 @@ Result<std::string> JobStore::GetPayload(uint64_t id) const {
 
 Result<JobRecord> JobStore::GetJobByIdempotencyKey(const std::string& queue,
                                                    const std::string& key) const {
-  std::string value;
-  auto s = impl_->db->Get(rocksdb::ReadOptions(), impl_->cf(Cf::kIdempotency),
-                          IdempotencyKey(queue, key), &value);
+  auto value = impl_->GetValue(Cf::kIdempotency, IdempotencyKey(queue, key));
   auto not_found = [&] {
     return Status::NotFound("no job with idempotency_key \"" + key + "\" in queue \"" + queue +
                             "\"");
   };
-  if (s.IsNotFound()) return not_found();
-  LEDGERQ_RETURN_IF_ERROR(FromRocks(s, "read idempotency key"));
+  if (!value.ok()) return value.status().code() == Code::kNotFound ? not_found() : value.status();
   v1::IdempotencyRecord rec;
-  LEDGERQ_RETURN_IF_ERROR(DecodeRecord(value, kIdempotencyFormatVersion, &rec, "idempotency"));
+  LEDGERQ_RETURN_IF_ERROR(DecodeRecord(*value, kIdempotencyFormatVersion, &rec, "idempotency"));
   if (Expired(rec, impl_->opts.clock->WallMicros(), impl_->opts.dedup_window)) {
     return not_found();
   }
@@ -807,8 +906,8 @@ Result<JobRecord> JobStore::GetJobByIdempotencyKey(const std::string& queue,
 
 Status JobStore::ScanJobs(const std::function<bool(const JobRecord&)>& fn,
                           uint64_t from_id) const {
-  std::unique_ptr<rocksdb::Iterator> it(
-      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->cf(Cf::kJobs)));
+  Impl::SnapshotPtr hold;
+  auto it = impl_->DurableIterator(Cf::kJobs, &hold);
   for (it->Seek(EncodeU64(from_id)); it->Valid(); it->Next()) {
     JobRecord rec;
     LEDGERQ_RETURN_IF_ERROR(DecodeRecord(
@@ -820,8 +919,8 @@ Status JobStore::ScanJobs(const std::function<bool(const JobRecord&)>& fn,
 
 Status JobStore::ScanEvents(uint64_t from_seq,
                             const std::function<bool(const EventBody&)>& fn) const {
-  std::unique_ptr<rocksdb::Iterator> it(
-      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->cf(Cf::kLog)));
+  Impl::SnapshotPtr hold;
+  auto it = impl_->DurableIterator(Cf::kLog, &hold);
   for (it->Seek(EncodeU64(from_seq)); it->Valid(); it->Next()) {
     auto ev = DecodeEvent(std::string_view(it->value().data(), it->value().size()));
     if (!ev.ok()) return ev.status();
@@ -834,8 +933,13 @@ Status JobStore::ScanEvents(uint64_t from_seq,
   return FromRocks(it->status(), "scan events");
 }
 
+Status JobStore::Health() const {
+  std::lock_guard lock(impl_->durable_mu);
+  return impl_->failure;
+}
+
 ChainHeadInfo JobStore::Head() const {
-  std::lock_guard lock(impl_->head_mu);
+  std::lock_guard lock(impl_->durable_mu);
   return impl_->committed_head;
 }
 

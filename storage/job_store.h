@@ -6,7 +6,8 @@
 //  - Every transition is one atomic WriteBatch: the job state, its index entries and exactly one
 //    appended, hash-chained event.
 //  - One committer thread applies queued transitions in order and writes them as one group; a
-//    caller's callback runs only after that group is durable (fsynced under SyncMode::kAlways).
+//    syncer thread fsyncs the WAL for every group written meanwhile (SyncMode::kAlways). A
+//    caller's callback runs, and readers see a change, only once its group is durable.
 //  - Job ids and event sequences are strictly increasing and never reused across restarts: the
 //    counters are persisted in the same batch that uses them, and rolled back if it fails.
 #pragma once
@@ -46,9 +47,10 @@ struct StoreOptions {
   std::chrono::microseconds dedup_window = std::chrono::hours(24);
   std::chrono::milliseconds batch_sync_interval{100};
   Clock* clock = SystemClock::Instance();
-  // Optional observer, called on the committer thread after every group write with the number
-  // of transitions in the group and the seconds the write (and its fsync) took.
-  std::function<void(size_t ops, double write_seconds)> on_group_commit;
+  // Optional observers: the number of transitions sharing each group write (committer thread),
+  // and the seconds each WAL fsync took (syncer thread).
+  std::function<void(size_t ops)> on_group_written;
+  std::function<void(double seconds)> on_wal_sync;
   // Fault seam for tests: consulted before every group write; a non-OK status fails the whole
   // group exactly as a failed RocksDB write would.
   std::function<Status()> write_fault;
@@ -155,7 +157,10 @@ class JobStore {
   [[nodiscard]] Status ScanEvents(uint64_t from_seq,
                                   const std::function<bool(const EventBody&)>& fn) const;
 
+  // The head of the chain as of the last durable group.
   ChainHeadInfo Head() const;
+  // OK, or why the store stopped accepting writes (an fsync failed; restart to recover).
+  Status Health() const;
 
   // Stops accepting work, commits what is queued, syncs the WAL and closes the database.
   // Idempotent; the destructor calls it.

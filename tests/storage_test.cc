@@ -226,13 +226,14 @@ TEST_CASE("delayed jobs are SCHEDULED, others READY; only those can be cancelled
 
 TEST_CASE("concurrent submitters share group commits and get distinct ids", "[storage]") {
   TempDir dir;
-  std::atomic<size_t> groups{0}, ops{0};
+  std::atomic<size_t> groups{0}, ops{0}, syncs{0};
   StoreOptions o;
   o.data_dir = dir.path();
-  o.on_group_commit = [&](size_t n, double) {
+  o.on_group_written = [&](size_t n) {
     ++groups;
     ops += n;
   };
+  o.on_wal_sync = [&](double) { ++syncs; };
   auto store = std::move(JobStore::Open(o)).value();
   constexpr int kThreads = 8, kPerThread = 200;
   std::vector<std::thread> threads;
@@ -252,6 +253,8 @@ TEST_CASE("concurrent submitters share group commits and get distinct ids", "[st
   CHECK(ids.size() == kThreads * kPerThread);
   CHECK(ops == kThreads * kPerThread);
   CHECK(groups <= ops);
+  CHECK(syncs >= 1);
+  CHECK(syncs <= groups);  // one fsync may cover several groups, never the reverse
   REQUIRE(store->Close().ok());
   auto report = VerifyChain(dir.path());
   REQUIRE(report.ok());
