@@ -1,6 +1,8 @@
 // ledgerq-bench: closed-loop load against a running ledgerqd; prints figures, asserts nothing.
 //   ledgerq-bench enqueue --server ADDR [--concurrency 64] [--duration 10s] [--batch 0|N]
-//                         [--payload-bytes 100] [--keys]
+//                         [--payload-bytes 100] [--no-keys]
+//   ledgerq-bench cycle --server ADDR [--producers 32 | --rate N] [--workers 4]
+//                       [--lease-batch 64] [--duration 10s]
 // Each of `concurrency` slots keeps exactly one call in flight (callback API, so the load
 // generator stays cheap); a slot issues its next call as soon as the previous one answers.
 #include <CLI/CLI.hpp>
@@ -192,6 +194,273 @@ class EnqueueBench {
   int outstanding_ = 0;
 };
 
+
+// ---------------------------------------------------------------------------------------------
+// cycle: producers enqueue while workers lease in batches and complete every job.
+
+struct CycleOptions {
+  std::string server = "127.0.0.1:7400";
+  int producers = 32;        // enqueue calls in flight (closed loop), when rate == 0
+  double rate = 0;           // jobs/s offered by an open-loop producer; 0: closed loop
+  int workers = 4;           // threads leasing
+  int lease_batch = 64;      // max_jobs per Lease
+  int completes_in_flight = 256;
+  int enqueue_batch = 1;   // items per enqueue call (1: unary Enqueue)
+  int complete_batch = 1;  // leases per complete call (1: unary Complete)
+  std::string duration = "10s";
+  size_t payload_bytes = 100;
+  std::string queue = "cycle";
+  bool json = false;
+};
+
+class CycleBench {
+ public:
+  explicit CycleBench(const CycleOptions& o) : o_(o) {
+    grpc::ChannelArguments args;
+    for (int i = 0; i < 4; ++i) {
+      args.SetInt("ledgerq.bench.channel", i);
+      auto ch = grpc::CreateCustomChannel(o.server, grpc::InsecureChannelCredentials(), args);
+      job_stubs_.push_back(v1::JobService::NewStub(ch));
+      worker_stubs_.push_back(v1::WorkerService::NewStub(ch));
+    }
+    payload_ = "\"" + std::string(o.payload_bytes > 2 ? o.payload_bytes - 2 : 0, 'x') + "\"";
+  }
+
+  int Run() {
+    auto dur = ledgerq::ParseDuration(o_.duration, "--duration");
+    if (!dur.ok()) {
+      std::cerr << dur.status().message() << "\n";
+      return 2;
+    }
+    start_ = Clock::now();
+    stop_at_ = start_ + *dur;
+    std::vector<std::thread> threads;
+    for (int i = 0; i < o_.workers; ++i) threads.emplace_back([this, i] { WorkerLoop(i); });
+    std::thread producer([this] { o_.rate > 0 ? OpenLoop() : ClosedLoop(); });
+    producer.join();
+    for (auto& t : threads) t.join();
+    const double secs = std::chrono::duration<double>(Clock::now() - start_).count();
+    std::vector<double> lat;
+    {
+      std::lock_guard lock(mu_);
+      lat = latencies_us_;
+    }
+    std::sort(lat.begin(), lat.end());
+    auto pct = [&](double p) {
+      return lat.empty() ? 0.0 : lat[std::min(lat.size() - 1, size_t(p * lat.size()))] / 1000.0;
+    };
+    const double measured = std::chrono::duration<double>(*dur).count();
+    if (o_.json) {
+      nlohmann::json j{{"workload", "cycle"},
+                       {"rate", o_.rate},
+                       {"producers", o_.producers},
+                       {"workers", o_.workers},
+                       {"lease_batch", o_.lease_batch},
+                       {"enqueue_batch", o_.enqueue_batch},
+                       {"complete_batch", o_.complete_batch},
+                       {"payload_bytes", o_.payload_bytes},
+                       {"seconds", measured},
+                       {"enqueued", enqueued_.load()},
+                       {"completed", completed_.load()},
+                       {"errors", errors_.load()},
+                       {"completed_per_sec", completed_.load() / measured},
+                       {"enqueue_to_lease_p50_ms", pct(0.5)},
+                       {"enqueue_to_lease_p99_ms", pct(0.99)}};
+      std::cout << j.dump() << "\n";
+    } else {
+      std::printf("cycle (%s, enqueue x%d, complete x%d, %d workers x lease %d, payload %zu B, "
+                  "%.0f s): enqueued %llu, "
+                  "completed %llu = %.0f jobs/s through the full cycle; enqueue-to-lease p50 "
+                  "%.2f ms p99 %.2f ms; errors %llu (wall %.1f s)\n",
+                  o_.rate > 0 ? ("open loop " + std::to_string(int(o_.rate)) + "/s").c_str()
+                              : ("closed loop x" + std::to_string(o_.producers)).c_str(),
+                  o_.enqueue_batch, o_.complete_batch, o_.workers, o_.lease_batch, o_.payload_bytes, measured,
+                  (unsigned long long)enqueued_.load(), (unsigned long long)completed_.load(),
+                  completed_.load() / measured, pct(0.5), pct(0.99),
+                  (unsigned long long)errors_.load(), secs);
+    }
+    if (errors_ && !first_error_.empty()) std::fprintf(stderr, "first error: %s\n", first_error_.c_str());
+    return 0;
+  }
+
+ private:
+  void Error(const std::string& what) {
+    ++errors_;
+    std::lock_guard lock(mu_);
+    if (first_error_.empty()) first_error_ = what;
+  }
+
+  void Enqueue(int i, std::function<void()> then) {
+    struct Call {
+      grpc::ClientContext ctx;
+      v1::EnqueueRequest req;
+      v1::EnqueueResponse resp;
+      v1::EnqueueBatchRequest batch;
+      v1::EnqueueBatchResponse batch_resp;
+    };
+    auto* c = new Call;
+    c->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    auto fill = [&](v1::EnqueueRequest* r) {
+      r->set_queue(o_.queue);
+      r->set_type("bench");
+      r->set_payload(payload_);
+    };
+    auto* stub = job_stubs_[i % job_stubs_.size()].get();
+    if (o_.enqueue_batch <= 1) {
+      fill(&c->req);
+      stub->async()->Enqueue(&c->ctx, &c->req, &c->resp,
+                             [this, c, then = std::move(then)](grpc::Status st) {
+                               if (st.ok()) ++enqueued_; else Error(st.error_message());
+                               delete c;
+                               then();
+                             });
+      return;
+    }
+    for (int k = 0; k < o_.enqueue_batch; ++k) fill(c->batch.add_items());
+    stub->async()->EnqueueBatch(&c->ctx, &c->batch, &c->batch_resp,
+                                [this, c, then = std::move(then)](grpc::Status st) {
+                                  if (st.ok()) {
+                                    enqueued_ += c->batch_resp.results_size();
+                                  } else {
+                                    Error(st.error_message());
+                                  }
+                                  delete c;
+                                  then();
+                                });
+  }
+
+  void ClosedLoop() {
+    std::atomic<int> live{o_.producers};
+    std::mutex m;
+    std::condition_variable cv;
+    std::function<void(int)> next = [&](int i) {
+      if (Clock::now() >= stop_at_) {
+        if (--live == 0) {
+          std::lock_guard lock(m);
+          cv.notify_all();
+        }
+        return;
+      }
+      Enqueue(i, [&, i] { next(i); });
+    };
+    for (int i = 0; i < o_.producers; ++i) next(i);
+    std::unique_lock lock(m);
+    cv.wait(lock, [&] { return live == 0; });
+  }
+
+  void OpenLoop() {
+    const auto interval = std::chrono::duration<double>(o_.enqueue_batch / o_.rate);
+    std::atomic<int> inflight{0};
+    auto t = Clock::now();
+    int i = 0;
+    while (t < stop_at_) {
+      std::this_thread::sleep_until(t);
+      ++inflight;
+      Enqueue(i++, [&] { --inflight; });
+      t += std::chrono::duration_cast<Clock::duration>(interval);
+    }
+    while (inflight > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+
+  void WorkerLoop(int i) {
+    auto* stub = worker_stubs_[i % worker_stubs_.size()].get();
+    std::atomic<int> inflight{0};
+    // Keep leasing until the producers stopped and the queue is drained (a lease came back
+    // empty after the end).
+    for (;;) {
+      const bool over = Clock::now() >= stop_at_;
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+      v1::LeaseRequest req;
+      req.add_queues(o_.queue);
+      req.set_worker_id("bench-" + std::to_string(i));
+      req.set_max_jobs(o_.lease_batch);
+      req.mutable_wait()->set_nanos(over ? 0 : 200'000'000);
+      v1::LeaseResponse resp;
+      grpc::Status st = stub->Lease(&ctx, req, &resp);
+      const int64_t now_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count();
+      if (!st.ok()) {
+        Error(st.error_message());
+        if (over) break;
+        continue;
+      }
+      if (resp.jobs_size() == 0) {
+        if (over) break;
+        continue;
+      }
+      {
+        std::lock_guard lock(mu_);
+        for (const auto& j : resp.jobs()) {
+          const auto& c = j.job().created_at();
+          int64_t created = c.seconds() * 1'000'000 + c.nanos() / 1000;
+          if (!over) latencies_us_.push_back(static_cast<double>(now_us - created));
+        }
+      }
+      if (o_.complete_batch > 1) {
+        for (int k = 0; k < resp.jobs_size(); k += o_.complete_batch) {
+          while (inflight >= o_.completes_in_flight) std::this_thread::yield();
+          ++inflight;
+          struct Call {
+            grpc::ClientContext ctx;
+            v1::CompleteBatchRequest req;
+            v1::CompleteBatchResponse resp;
+          };
+          auto* c = new Call;
+          c->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+          for (int m = k; m < resp.jobs_size() && m < k + o_.complete_batch; ++m) {
+            *c->req.add_items()->mutable_token() = resp.jobs(m).token();
+          }
+          stub->async()->CompleteBatch(&c->ctx, &c->req, &c->resp,
+                                       [this, c, &inflight](grpc::Status st) {
+                                         if (!st.ok()) {
+                                           Error(st.error_message());
+                                         } else {
+                                           for (const auto& r : c->resp.results()) {
+                                             if (r.has_job()) ++completed_;
+                                             else Error(r.error().message());
+                                           }
+                                         }
+                                         delete c;
+                                         --inflight;
+                                       });
+        }
+        continue;
+      }
+      for (const auto& j : resp.jobs()) {
+        while (inflight >= o_.completes_in_flight) std::this_thread::yield();
+        ++inflight;
+        struct Call {
+          grpc::ClientContext ctx;
+          v1::CompleteRequest req;
+          v1::JobResponse resp;
+        };
+        auto* c = new Call;
+        c->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+        *c->req.mutable_token() = j.token();
+        stub->async()->Complete(&c->ctx, &c->req, &c->resp,
+                                [this, c, &inflight](grpc::Status st) {
+                                  if (st.ok()) ++completed_; else Error(st.error_message());
+                                  delete c;
+                                  --inflight;
+                                });
+      }
+    }
+    while (inflight > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+
+  CycleOptions o_;
+  std::vector<std::unique_ptr<v1::JobService::Stub>> job_stubs_;
+  std::vector<std::unique_ptr<v1::WorkerService::Stub>> worker_stubs_;
+  std::string payload_;
+  Clock::time_point start_, stop_at_;
+  std::atomic<uint64_t> enqueued_{0}, completed_{0}, errors_{0};
+  std::mutex mu_;
+  std::vector<double> latencies_us_;
+  std::string first_error_;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -210,11 +479,29 @@ int main(int argc, char** argv) {
   enqueue->add_option("--queue", o.queue, "Queue to fill");
   enqueue->add_flag("!--no-keys", o.keys, "Send no idempotency keys");
   enqueue->add_flag("--json", o.json, "One JSON line instead of text");
+  CycleOptions c;
+  auto* cycle = app.add_subcommand("cycle", "Enqueue, lease in batches, complete");
+  cycle->add_option("--server", c.server, "ledgerqd gRPC address");
+  cycle->add_option("--producers", c.producers, "Enqueue calls in flight (closed loop)")
+      ->check(CLI::Range(1, 4096));
+  cycle->add_option("--rate", c.rate, "Open-loop enqueue rate in jobs/s (latency runs)");
+  cycle->add_option("--workers", c.workers, "Leasing threads")->check(CLI::Range(1, 256));
+  cycle->add_option("--lease-batch", c.lease_batch, "max_jobs per Lease")
+      ->check(CLI::Range(1, 256));
+  cycle->add_option("--duration", c.duration, "How long to produce (e.g. 10s)");
+  cycle->add_option("--enqueue-batch", c.enqueue_batch, "Items per EnqueueBatch (1: unary)")
+      ->check(CLI::Range(1, 1000));
+  cycle->add_option("--complete-batch", c.complete_batch, "Leases per CompleteBatch (1: unary)")
+      ->check(CLI::Range(1, 1000));
+  cycle->add_option("--payload-bytes", c.payload_bytes, "Payload size");
+  cycle->add_option("--queue", c.queue, "Queue to use");
+  cycle->add_flag("--json", c.json, "One JSON line instead of text");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  if (*cycle) return CycleBench(c).Run();
   EnqueueBench bench(o);
   return bench.Run();
 }

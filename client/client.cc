@@ -89,6 +89,10 @@ Result<v1::JobResponse> Client::Complete(const v1::CompleteRequest& req) {
   return Call(workers_.get(), &WorkerStub::Complete, req);
 }
 
+Result<v1::CompleteBatchResponse> Client::CompleteBatch(const v1::CompleteBatchRequest& req) {
+  return Call(workers_.get(), &WorkerStub::CompleteBatch, req);
+}
+
 Result<v1::JobResponse> Client::Fail(const v1::FailRequest& req) {
   return Call(workers_.get(), &WorkerStub::Fail, req);
 }

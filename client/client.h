@@ -34,6 +34,7 @@ class Client {
   [[nodiscard]] Result<v1::LeaseResponse> Lease(const v1::LeaseRequest& req);
   [[nodiscard]] Result<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& req);
   [[nodiscard]] Result<v1::JobResponse> Complete(const v1::CompleteRequest& req);
+  [[nodiscard]] Result<v1::CompleteBatchResponse> CompleteBatch(const v1::CompleteBatchRequest& req);
   [[nodiscard]] Result<v1::JobResponse> Fail(const v1::FailRequest& req);
   [[nodiscard]] Result<v1::JobResponse> Release(const v1::ReleaseRequest& req);
 

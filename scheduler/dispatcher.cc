@@ -543,24 +543,51 @@ void Dispatcher::Heartbeat(std::vector<Token> tokens, microseconds extend_by,
   });
 }
 
-void Dispatcher::WorkerCall(Token token, storage::TransitionFn fn, std::string principal,
-                            JobCallback cb) {
-  OnStrand([this, token, fn = std::move(fn), principal = std::move(principal),
-            cb = std::move(cb)]() mutable {
-    auto it = entries_.find(token.job_id);
-    const bool had = it != entries_.end() && it->second.phase == Phase::kLeased &&
-                     it->second.attempt == token.attempt;
-    if (had) SetPhase(token.job_id, it->second, Phase::kSettling);  // expiry stands aside
+void Dispatcher::WorkerCalls(std::vector<Token> tokens, std::vector<storage::TransitionFn> fns,
+                             std::string principal, BatchCallback cb) {
+  OnStrand([this, tokens = std::move(tokens), fns = std::move(fns),
+            principal = std::move(principal), cb = std::move(cb)]() mutable {
     std::vector<storage::TransitionItem> items;
-    items.push_back({token.job_id, std::move(fn)});
+    std::vector<bool> had(tokens.size());
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      auto it = entries_.find(tokens[i].job_id);
+      had[i] = it != entries_.end() && it->second.phase == Phase::kLeased &&
+               it->second.attempt == tokens[i].attempt;
+      if (had[i]) SetPhase(tokens[i].job_id, it->second, Phase::kSettling);  // expiry stands aside
+      items.push_back({tokens[i].job_id, std::move(fns[i])});
+    }
     store_->Transition(std::move(items), principal,
-                       [this, token, had, cb = std::move(cb)](
+                       [this, tokens, had, cb = std::move(cb)](
                            std::vector<Result<storage::JobRecord>> rs) {
-                         Result<storage::JobRecord> r = std::move(rs[0]);
-                         OnStrand([this, token, had, r] { AfterWorkerCall(token, had, r, nullptr); });
-                         cb(std::move(r));
+                         OnStrand([this, tokens, had, rs] {
+                           for (size_t i = 0; i < rs.size(); ++i) {
+                             AfterWorkerCall(tokens[i], had[i], rs[i], nullptr);
+                           }
+                         });
+                         cb(std::move(rs));
                        });
   });
+}
+
+void Dispatcher::WorkerCall(Token token, storage::TransitionFn fn, std::string principal,
+                            JobCallback cb) {
+  std::vector<storage::TransitionFn> fns;
+  fns.push_back(std::move(fn));
+  WorkerCalls({token}, std::move(fns), std::move(principal),
+              [cb = std::move(cb)](std::vector<Result<storage::JobRecord>> rs) {
+                cb(std::move(rs[0]));
+              });
+}
+
+void Dispatcher::CompleteMany(std::vector<std::pair<Token, std::string>> items,
+                              std::string principal, BatchCallback cb) {
+  std::vector<Token> tokens;
+  std::vector<storage::TransitionFn> fns;
+  for (auto& [token, result] : items) {
+    tokens.push_back(token);
+    fns.push_back(CompleteFn(token, std::move(result)));
+  }
+  WorkerCalls(std::move(tokens), std::move(fns), std::move(principal), std::move(cb));
 }
 
 void Dispatcher::AfterWorkerCall(Token token, bool had_lease,

@@ -106,7 +106,11 @@ class Dispatcher {
   void Heartbeat(std::vector<Token> tokens, std::chrono::microseconds extend_by,
                  std::optional<std::string> checkpoint, std::string principal,
                  std::function<void(Result<std::vector<HeartbeatOutcome>>)> cb);
+  using BatchCallback = std::function<void(std::vector<Result<storage::JobRecord>>)>;
   void Complete(Token token, std::string result, std::string principal, JobCallback cb);
+  // Completes several leases in one durable write; one result per item, in order.
+  void CompleteMany(std::vector<std::pair<Token, std::string>> items, std::string principal,
+                    BatchCallback cb);
   void Fail(Token token, AttemptFailure failure,
             std::optional<std::chrono::microseconds> retry_after, std::string principal,
             JobCallback cb);
@@ -191,6 +195,8 @@ class Dispatcher {
   void AfterWorkerCall(Token token, bool had_lease, const Result<storage::JobRecord>& r,
                        const JobCallback& cb);
   void WorkerCall(Token token, storage::TransitionFn fn, std::string principal, JobCallback cb);
+  void WorkerCalls(std::vector<Token> tokens, std::vector<storage::TransitionFn> fns,
+                   std::string principal, BatchCallback cb);
   void RedriveChunk(std::shared_ptr<std::vector<uint64_t>> ids, size_t offset,
                     std::string principal);
   QueueStats StatsOf(const Queue& q) const;

@@ -206,6 +206,47 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Complete(grpc::CallbackServerContex
   return reactor;
 }
 
+grpc::ServerUnaryReactor* WorkerServiceImpl::CompleteBatch(grpc::CallbackServerContext* ctx,
+                                                           const v1::CompleteBatchRequest* req,
+                                                           v1::CompleteBatchResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  Status st;
+  if (req->items_size() == 0 || req->items_size() > 1000) {
+    st = Status::InvalidArgument("items: must hold 1 to 1000 items, got " +
+                                 std::to_string(req->items_size()));
+  }
+  std::vector<std::pair<scheduler::Token, std::string>> items;
+  for (int i = 0; st.ok() && i < req->items_size(); ++i) {
+    const auto& item = req->items(i);
+    const std::string field = "items[" + std::to_string(i) + "]";
+    st = CheckToken(item.token(), field + ".token");
+    if (st.ok() && item.result().size() > kMaxResultBytes) {
+      st = Status::InvalidArgument(field + ".result: exceeds the limit of 1048576 bytes");
+    }
+    items.emplace_back(ToToken(item.token()), item.result());
+  }
+  if (!st.ok()) {
+    Finish(reactor, "CompleteBatch", ToGrpcStatus(st));
+    return reactor;
+  }
+  dispatcher_->CompleteMany(
+      std::move(items), kAnonymous,
+      [this, reactor, resp](std::vector<Result<storage::JobRecord>> rs) {
+        const int64_t now = clock_->WallMicros();
+        for (const auto& r : rs) {
+          auto* out = resp->add_results();
+          if (r.ok()) {
+            *out->mutable_job() = ToApiJob(*r, now);
+          } else {
+            out->mutable_error()->set_code(static_cast<int>(ToGrpcCode(r.status().code())));
+            out->mutable_error()->set_message(r.status().message());
+          }
+        }
+        Finish(reactor, "CompleteBatch", grpc::Status::OK);
+      });
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* WorkerServiceImpl::Fail(grpc::CallbackServerContext* ctx,
                                                   const v1::FailRequest* req,
                                                   v1::JobResponse* resp) {

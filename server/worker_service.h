@@ -28,6 +28,9 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
   grpc::ServerUnaryReactor* Complete(grpc::CallbackServerContext* ctx,
                                      const v1::CompleteRequest* req,
                                      v1::JobResponse* resp) override;
+  grpc::ServerUnaryReactor* CompleteBatch(grpc::CallbackServerContext* ctx,
+                                          const v1::CompleteBatchRequest* req,
+                                          v1::CompleteBatchResponse* resp) override;
   grpc::ServerUnaryReactor* Fail(grpc::CallbackServerContext* ctx, const v1::FailRequest* req,
                                  v1::JobResponse* resp) override;
   grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* ctx,
