@@ -321,7 +321,8 @@ uint64_t Dispatcher::Lease(LeaseParams params, LeaseCallback cb) {
     w.params = std::move(params);
     if (w.params.max_jobs == 0) w.params.max_jobs = 1;
     if (w.params.lease_duration.count() == 0) w.params.lease_duration = opts_.default_lease;
-    w.cb = std::move(cb);
+    w.delivery = std::make_shared<Delivery>();
+    w.delivery->cb = std::move(cb);
     w.deadline = opts_.clock->MonoNow() + w.params.wait;
     PromoteDue();
     if (TryLease(w)) return;
@@ -345,7 +346,8 @@ void Dispatcher::CancelLease(uint64_t wid) {
     if (it->second.parked) {
       FinishWaiter(wid, Status::Unavailable("the call was cancelled"));
     } else {
-      it->second.cb = nullptr;  // in flight: its leases are given back when they land
+      // In flight: answer now; leases that land afterwards are given back.
+      it->second.delivery->Give(Status::Unavailable("the call was cancelled"));
     }
   });
 }
@@ -358,9 +360,9 @@ void Dispatcher::FinishWaiter(uint64_t wid, Result<std::vector<LeasedJob>> resul
     --parked_polls_;
     for (const auto& name : w.params.queues) QueueOf(name).waiters.remove(wid);
   }
-  LeaseCallback cb = std::move(w.cb);
+  std::shared_ptr<Delivery> d = std::move(w.delivery);
   waiters_.erase(it);
-  if (cb) cb(std::move(result));
+  if (d) d->Give(std::move(result));
 }
 
 void Dispatcher::Wake(Queue& q) {
@@ -400,10 +402,12 @@ bool Dispatcher::TryLease(Waiter& w) {
   std::vector<storage::TransitionItem> items;
   for (uint64_t id : picks) items.push_back({id, LeaseFn({w.params.worker_id, deadline_us})});
   const uint64_t wid = w.id;
+  std::shared_ptr<Delivery> d = w.delivery;
   store_->Transition(
       std::move(items), w.params.principal,
-      [this, wid, picks, duration, deadline_us](std::vector<Result<storage::JobRecord>> rs) {
-        // On the storage finisher thread: fetch what the worker needs, off the strand.
+      [this, wid, d, picks, duration, deadline_us](std::vector<Result<storage::JobRecord>> rs) {
+        // On the storage finisher thread, once the leases are durable: fetch what the worker
+        // needs and answer right here; the strand only updates its indexes.
         std::vector<LeasedJob> leased;
         for (auto& r : rs) {
           if (!r.ok()) continue;
@@ -418,69 +422,92 @@ bool Dispatcher::TryLease(Waiter& w) {
           }
           leased.push_back(std::move(lj));
         }
-        OnStrand([this, wid, picks, duration, rs = std::move(rs),
+        // Decide before posting, answer after: the strand sees this lease before any call the
+        // worker makes with its tokens.
+        const bool deliver = !leased.empty() && !d->done.exchange(true);
+        std::vector<LeasedJob> answer;
+        if (deliver) {
+          d->delivered_leases = true;
+          answer = leased;
+        }
+        OnStrand([this, wid, d, picks, duration, rs = std::move(rs),
                   leased = std::move(leased)]() mutable {
-          const Mono now = opts_.clock->MonoNow();
-          std::set<Queue*> back;
-          for (size_t i = 0; i < picks.size(); ++i) {
-            auto it = entries_.find(picks[i]);
-            if (it == entries_.end()) continue;
-            Entry& e = it->second;
-            if (rs[i].ok()) {
-              e.attempt = rs[i]->attempts();
-              e.lease_started = now;
-              e.lease_duration = duration;
-              e.deadline = now + duration;
-              SetPhase(picks[i], e, Phase::kLeased);
-            } else if (IsWriteFailure(rs[i].status())) {
-              SetPhase(picks[i], e, Phase::kReady);
-              back.insert(e.queue);
-            } else {
-              auto fresh = store_->GetJob(picks[i]);
-              if (fresh.ok()) Index(*fresh); else Unindex(picks[i]);
-            }
-          }
-          auto wit = waiters_.find(wid);
-          if (wit == waiters_.end() || !wit->second.cb) {
-            // The caller vanished while its leases were being written: give them back.
-            waiters_.erase(wid);
-            std::vector<storage::TransitionItem> undo;
-            for (auto& lj : leased) {
-              Token t{lj.job.id(), lj.job.attempts()};
-              entries_.at(t.job_id).phase == Phase::kLeased
-                  ? SetPhase(t.job_id, entries_.at(t.job_id), Phase::kSettling)
-                  : void();
-              undo.push_back({t.job_id, UnleaseFn(t)});
-            }
-            if (!undo.empty()) {
-              store_->Transition(std::move(undo), "ledgerqd",
-                                 [this](std::vector<Result<storage::JobRecord>> urs) {
-                                   OnStrand([this, urs = std::move(urs)] {
-                                     for (auto& r : urs) {
-                                       if (!r.ok()) continue;
-                                       Index(*r);
-                                       Wake(QueueOf(r->queue()));
-                                     }
-                                   });
-                                 });
-            }
-          } else if (leased.empty() && wit->second.deadline > now) {
-            // Everything picked moved on meanwhile (e.g. cancelled): try again or keep waiting.
-            Waiter& w = wit->second;
-            if (!TryLease(w)) {
-              w.parked = true;
-              ++parked_polls_;
-              for (const auto& name : w.params.queues) QueueOf(name).waiters.push_back(wid);
-              wait_deadlines_.push({w.deadline, wid});
-            }
-          } else {
-            FinishWaiter(wid, std::move(leased));
-          }
-          for (Queue* q : back) Wake(*q);
-          Arm();
+          AfterLease(wid, d, picks, duration, rs, leased);
         });
+        if (deliver) d->cb(std::move(answer));
       });
   return true;
+}
+
+void Dispatcher::AfterLease(uint64_t wid, const std::shared_ptr<Delivery>& d,
+                            const std::vector<uint64_t>& picks, microseconds duration,
+                            const std::vector<Result<storage::JobRecord>>& rs,
+                            const std::vector<LeasedJob>& leased) {
+  const Mono now = opts_.clock->MonoNow();
+  std::set<Queue*> back;
+  for (size_t i = 0; i < picks.size(); ++i) {
+    auto it = entries_.find(picks[i]);
+    if (it == entries_.end()) continue;  // already settled by a fast worker
+    Entry& e = it->second;
+    if (e.phase != Phase::kLeasing) continue;
+    if (rs[i].ok()) {
+      e.attempt = rs[i]->attempts();
+      e.lease_started = now;
+      e.lease_duration = duration;
+      e.deadline = now + duration;
+      SetPhase(picks[i], e, Phase::kLeased);
+    } else if (IsWriteFailure(rs[i].status())) {
+      SetPhase(picks[i], e, Phase::kReady);
+      back.insert(e.queue);
+    } else {
+      auto fresh = store_->GetJob(picks[i]);
+      if (fresh.ok()) Index(*fresh); else Unindex(picks[i]);
+    }
+  }
+  auto wit = waiters_.find(wid);
+  if (d->delivered_leases) {
+    if (wit != waiters_.end()) waiters_.erase(wit);
+  } else if (d->done) {
+    // The caller vanished while its leases were being written: give them back.
+    if (wit != waiters_.end()) waiters_.erase(wit);
+    std::vector<storage::TransitionItem> undo;
+    for (const auto& lj : leased) {
+      Token t{lj.job.id(), lj.job.attempts()};
+      auto e = entries_.find(t.job_id);
+      if (e != entries_.end() && e->second.phase == Phase::kLeased) {
+        SetPhase(t.job_id, e->second, Phase::kSettling);
+      }
+      undo.push_back({t.job_id, UnleaseFn(t)});
+    }
+    if (!undo.empty()) {
+      store_->Transition(std::move(undo), "ledgerqd",
+                         [this](std::vector<Result<storage::JobRecord>> urs) {
+                           OnStrand([this, urs = std::move(urs)] {
+                             for (auto& r : urs) {
+                               if (!r.ok()) continue;
+                               Index(*r);
+                               Wake(QueueOf(r->queue()));
+                             }
+                           });
+                         });
+    }
+  } else if (wit != waiters_.end()) {
+    // Everything picked moved on meanwhile (e.g. cancelled): try again, keep waiting, or answer
+    // empty once the wait is over.
+    Waiter& w = wit->second;
+    if (!TryLease(w)) {
+      if (w.deadline > now && !stopped_) {
+        w.parked = true;
+        ++parked_polls_;
+        for (const auto& name : w.params.queues) QueueOf(name).waiters.push_back(wid);
+        wait_deadlines_.push({w.deadline, wid});
+      } else {
+        FinishWaiter(wid, std::vector<LeasedJob>{});
+      }
+    }
+  }
+  for (Queue* q : back) Wake(*q);
+  Arm();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -154,10 +154,24 @@ class Dispatcher {
     std::chrono::steady_clock::time_point lease_started{};
     std::chrono::microseconds lease_duration{0};
   };
+  // A Lease call's answer, given exactly once: by the storage finisher when its leases are
+  // durable (one thread hop less than going through the strand), or by the strand when it times
+  // out, is cancelled or the dispatcher stops. Whoever wins `done` answers.
+  struct Delivery {
+    LeaseCallback cb;
+    std::atomic<bool> done{false};
+    bool delivered_leases = false;  // written before the strand hears of it
+
+    bool Give(Result<std::vector<LeasedJob>> r) {
+      if (done.exchange(true)) return false;
+      cb(std::move(r));
+      return true;
+    }
+  };
   struct Waiter {
     uint64_t id = 0;
     LeaseParams params;
-    LeaseCallback cb;
+    std::shared_ptr<Delivery> delivery;
     std::chrono::steady_clock::time_point deadline{};
     bool parked = false;
   };
@@ -190,6 +204,10 @@ class Dispatcher {
   void Wake(Queue& q);
   bool TryLease(Waiter& w);
   void FinishWaiter(uint64_t waiter_id, Result<std::vector<LeasedJob>> result);
+  void AfterLease(uint64_t waiter_id, const std::shared_ptr<Delivery>& d,
+                  const std::vector<uint64_t>& picks, std::chrono::microseconds duration,
+                  const std::vector<Result<storage::JobRecord>>& rs,
+                  const std::vector<LeasedJob>& leased);
   void Tick();
   void Arm();
   void AfterWorkerCall(Token token, bool had_lease, const Result<storage::JobRecord>& r,
