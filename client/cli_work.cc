@@ -72,6 +72,14 @@ int RunWork(const Globals& g, const WorkArgs& a) {
   }
   auto lease = ParseDuration(a.lease, "--lease");
   if (!lease.ok()) return Fail(lease.status());
+  // Block SIGTERM/SIGINT before any thread exists (the gRPC channel starts some), so every
+  // thread inherits the mask and only the waiter below receives them.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
   client::WorkerOptions o;
   o.server = g.server;
   o.queues = a.queues;
@@ -90,11 +98,6 @@ int RunWork(const Globals& g, const WorkArgs& a) {
 
   // SIGTERM/SIGINT: stop leasing, let running commands finish. A thread waits for the signal
   // so no work happens in a signal handler.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
   g_worker = &worker;
   std::thread waiter([set] {
     int sig = 0;

@@ -125,8 +125,11 @@ void Dispatcher::Unindex(uint64_t id) {
   entries_.erase(it);
 }
 
-void Dispatcher::Index(const storage::JobRecord& job) {
+void Dispatcher::Index(const storage::JobRecord& job, bool recovering) {
   Queue& q = QueueOf(job.queue());
+  // Terminal states are counted once: when a live job reaches them (or found at recovery), not
+  // again when an idempotent repeat (a second Complete) reports the same record.
+  const bool was_live = entries_.count(job.id()) > 0;
   Unindex(job.id());
   if (job.state() != sv1::STATE_DEAD) q.dead.erase(job.id());
   const int64_t now = opts_.clock->WallMicros();
@@ -147,6 +150,9 @@ void Dispatcher::Index(const storage::JobRecord& job) {
       if (job.state() == sv1::STATE_READY || job.run_at_us() <= now) {
         e.ready_since_us = job.run_at_us();
         SetPhase(job.id(), e, Phase::kReady);
+        // Whatever made it ready (an enqueue, a retry already due, a release, a redrive):
+        // parked long-polls hear of it now.
+        if (!recovering) Wake(q);
       } else {
         SetPhase(job.id(), e, Phase::kScheduled);
       }
@@ -164,8 +170,12 @@ void Dispatcher::Index(const storage::JobRecord& job) {
       SetPhase(job.id(), e, Phase::kLeased);
       break;
     }
-    case sv1::STATE_SUCCEEDED: ++q.succeeded; break;
-    case sv1::STATE_CANCELLED: ++q.cancelled; break;
+    case sv1::STATE_SUCCEEDED:
+      if (was_live || recovering) ++q.succeeded;
+      break;
+    case sv1::STATE_CANCELLED:
+      if (was_live || recovering) ++q.cancelled;
+      break;
     case sv1::STATE_DEAD: q.dead.insert(job.id()); break;
     default: break;
   }
@@ -177,7 +187,7 @@ Status Dispatcher::Recover() {
         QueueOf(name).paused = rec.paused();
       }));
   LEDGERQ_RETURN_IF_ERROR(store_->ScanJobs([&](const storage::JobRecord& job) {
-    Index(job);
+    Index(job, /*recovering=*/true);
     return true;
   }));
   OnStrand([this] { Arm(); });
@@ -297,9 +307,6 @@ DispatcherStats Dispatcher::Stats() const { return {active_leases_.load(), parke
 void Dispatcher::OnCreated(const storage::JobRecord& job) {
   OnStrand([this, job] {
     Index(job);
-    if (job.state() == sv1::STATE_READY || job.run_at_us() <= opts_.clock->WallMicros()) {
-      Wake(QueueOf(job.queue()));
-    }
     Arm();
   });
 }
@@ -484,9 +491,7 @@ void Dispatcher::AfterLease(uint64_t wid, const std::shared_ptr<Delivery>& d,
                          [this](std::vector<Result<storage::JobRecord>> urs) {
                            OnStrand([this, urs = std::move(urs)] {
                              for (auto& r : urs) {
-                               if (!r.ok()) continue;
-                               Index(*r);
-                               Wake(QueueOf(r->queue()));
+                               if (r.ok()) Index(*r);
                              }
                            });
                          });
@@ -621,7 +626,6 @@ void Dispatcher::AfterWorkerCall(Token token, bool had_lease,
                                  const Result<storage::JobRecord>& r, const JobCallback& cb) {
   if (r.ok()) {
     Index(*r);
-    if (r->state() == sv1::STATE_READY) Wake(QueueOf(r->queue()));
   } else if (had_lease) {
     auto it = entries_.find(token.job_id);
     if (IsWriteFailure(r.status()) && it != entries_.end() &&
@@ -735,9 +739,7 @@ void Dispatcher::Redrive(std::vector<uint64_t> ids, std::string principal,
                      [this, cb = std::move(cb)](std::vector<Result<storage::JobRecord>> rs) {
                        OnStrand([this, rs] {
                          for (const auto& r : rs) {
-                           if (!r.ok()) continue;
-                           Index(*r);
-                           Wake(QueueOf(r->queue()));
+                           if (r.ok()) Index(*r);
                          }
                        });
                        cb(std::move(rs));

@@ -194,7 +194,8 @@ class Dispatcher {
   std::function<double()> Drawer();
 
   // Index maintenance (strand only).
-  void Index(const storage::JobRecord& job);  // makes the entry match a stored record
+  // Makes the indexes match a stored record.
+  void Index(const storage::JobRecord& job, bool recovering = false);
   void Unindex(uint64_t id);
   void SetPhase(uint64_t id, Entry& e, Phase phase);
   void MakeReady(uint64_t id, Entry& e);

@@ -206,7 +206,7 @@ TEST_CASE("idempotency keys dedup within the window, survive reopen, expire afte
   }
 }
 
-TEST_CASE("delayed jobs are SCHEDULED, others READY; only those can be cancelled", "[storage]") {
+TEST_CASE("delayed jobs are SCHEDULED, others READY, and only those can be cancelled", "[storage]") {
   TempDir dir;
   FakeClock clock;
   auto store = OpenStore(dir.path(), &clock);
