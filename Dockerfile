@@ -32,6 +32,7 @@ RUN apt-get update \
       curl \
       libfmt9 \
       libgrpc++1.51 \
+      libjemalloc2 \
       libprometheus-cpp-core1.0 \
       libprotobuf32 \
       librocksdb7.8 \

@@ -13,7 +13,7 @@ BUILD_PKGS=(
   prometheus-cpp-dev
   libssl-dev
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libtomlplusplus-dev
-  catch2
+  catch2 libjemalloc-dev
 )
 # Test-only tools: promtool (metrics/rules checks), procps (pkill/ps in e2e scripts).
 TEST_PKGS=(prometheus procps)
