@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Starts a fresh ledgerqd (--sync=always) on a temporary data dir and runs the full-cycle
-# benchmark: producers enqueue while workers lease in batches and complete every job. First
-# closed loop (throughput), then an open-loop rate (enqueue-to-lease latency at that load).
-# Prints figures; asserts nothing.
+# benchmark: producers enqueue while workers lease in batches and complete every job, each step
+# durable before it is answered. Throughput runs are closed loop; latency runs offer a fixed rate
+# (open loop) and report enqueue-to-lease latency. Prints figures; asserts nothing.
 #   bench/run-cycle.sh [build-dir] [duration] [open-loop rate]
 set -euo pipefail
 build=${1:-build}
@@ -17,5 +17,12 @@ for _ in $(seq 100); do grep -q listening "$dir/out" 2>/dev/null && break; sleep
 addr=$(grep -o 'grpc=[^ ]*' "$dir/out" | cut -d= -f2)
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "ledgerqd --sync=always at $addr"
-"$build/bench/ledgerq-bench" cycle --server "$addr" --duration "$duration" "${@:4}"
-"$build/bench/ledgerq-bench" cycle --server "$addr" --duration "$duration" --rate "$rate" "${@:4}"
+b() { "$build/bench/ledgerq-bench" cycle --server "$addr" --duration "$duration" "$@"; }
+# Throughput: batched on both ends (EnqueueBatch of 100, CompleteBatch of 100).
+b --producers 8 --enqueue-batch 100 --complete-batch 100 --lease-batch 256
+# Throughput: unary Enqueue from 256 producers, CompleteBatch of 64.
+b --producers 256 --complete-batch 64 --lease-batch 256
+# Latency at a fixed offered rate.
+b --rate "$rate" --enqueue-batch 10 --complete-batch 64
+b --rate "$rate" --complete-batch 64
+b --rate "$rate"
