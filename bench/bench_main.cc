@@ -5,9 +5,9 @@
 //                       [--lease-batch 64] [--duration 10s]
 // Each of `concurrency` slots keeps exactly one call in flight (callback API, so the load
 // generator stays cheap); a slot issues its next call as soon as the previous one answers.
-#include <CLI/CLI.hpp>
 #include <grpcpp/grpcpp.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -114,11 +114,12 @@ class EnqueueBench {
                        {"call_p99_ms", pct(0.99)}};
       std::cout << j.dump() << "\n";
     } else {
-      std::printf("%s x%d, concurrency %d, payload %zu B, %.1f s: %llu jobs, %.0f jobs/s, "
-                  "call latency p50 %.2f ms p99 %.2f ms, errors %llu\n",
-                  mode, o_.batch ? o_.batch : 1, o_.concurrency, o_.payload_bytes, secs,
-                  static_cast<unsigned long long>(jobs), jobs / secs, pct(0.5), pct(0.99),
-                  static_cast<unsigned long long>(errors));
+      std::printf(
+          "%s x%d, concurrency %d, payload %zu B, %.1f s: %llu jobs, %.0f jobs/s, "
+          "call latency p50 %.2f ms p99 %.2f ms, errors %llu\n",
+          mode, o_.batch ? o_.batch : 1, o_.concurrency, o_.payload_bytes, secs,
+          static_cast<unsigned long long>(jobs), jobs / secs, pct(0.5), pct(0.99),
+          static_cast<unsigned long long>(errors));
     }
     if (errors) std::fprintf(stderr, "first error: %s\n", first_error.c_str());
     return errors && jobs == 0 ? 1 : 0;
@@ -194,16 +195,15 @@ class EnqueueBench {
   int outstanding_ = 0;
 };
 
-
 // ---------------------------------------------------------------------------------------------
 // cycle: producers enqueue while workers lease in batches and complete every job.
 
 struct CycleOptions {
   std::string server = "127.0.0.1:7400";
-  int producers = 32;        // enqueue calls in flight (closed loop), when rate == 0
-  double rate = 0;           // jobs/s offered by an open-loop producer; 0: closed loop
-  int workers = 4;           // threads leasing
-  int lease_batch = 64;      // max_jobs per Lease
+  int producers = 32;    // enqueue calls in flight (closed loop), when rate == 0
+  double rate = 0;       // jobs/s offered by an open-loop producer; 0: closed loop
+  int workers = 4;       // threads leasing
+  int lease_batch = 64;  // max_jobs per Lease
   int completes_in_flight = 256;
   int enqueue_batch = 1;   // items per enqueue call (1: unary Enqueue)
   int complete_batch = 1;  // leases per complete call (1: unary Complete)
@@ -268,18 +268,20 @@ class CycleBench {
                        {"enqueue_to_lease_p99_ms", pct(0.99)}};
       std::cout << j.dump() << "\n";
     } else {
-      std::printf("cycle (%s, enqueue x%d, complete x%d, %d workers x lease %d, payload %zu B, "
-                  "%.0f s): enqueued %llu, "
-                  "completed %llu = %.0f jobs/s through the full cycle; enqueue-to-lease p50 "
-                  "%.2f ms p99 %.2f ms; errors %llu (wall %.1f s)\n",
-                  o_.rate > 0 ? ("open loop " + std::to_string(int(o_.rate)) + "/s").c_str()
-                              : ("closed loop x" + std::to_string(o_.producers)).c_str(),
-                  o_.enqueue_batch, o_.complete_batch, o_.workers, o_.lease_batch, o_.payload_bytes, measured,
-                  (unsigned long long)enqueued_.load(), (unsigned long long)completed_.load(),
-                  completed_.load() / measured, pct(0.5), pct(0.99),
-                  (unsigned long long)errors_.load(), secs);
+      std::printf(
+          "cycle (%s, enqueue x%d, complete x%d, %d workers x lease %d, payload %zu B, "
+          "%.0f s): enqueued %llu, "
+          "completed %llu = %.0f jobs/s through the full cycle; enqueue-to-lease p50 "
+          "%.2f ms p99 %.2f ms; errors %llu (wall %.1f s)\n",
+          o_.rate > 0 ? ("open loop " + std::to_string(int(o_.rate)) + "/s").c_str()
+                      : ("closed loop x" + std::to_string(o_.producers)).c_str(),
+          o_.enqueue_batch, o_.complete_batch, o_.workers, o_.lease_batch, o_.payload_bytes,
+          measured, (unsigned long long)enqueued_.load(), (unsigned long long)completed_.load(),
+          completed_.load() / measured, pct(0.5), pct(0.99), (unsigned long long)errors_.load(),
+          secs);
     }
-    if (errors_ && !first_error_.empty()) std::fprintf(stderr, "first error: %s\n", first_error_.c_str());
+    if (errors_ && !first_error_.empty())
+      std::fprintf(stderr, "first error: %s\n", first_error_.c_str());
     return 0;
   }
 
@@ -310,7 +312,10 @@ class CycleBench {
       fill(&c->req);
       stub->async()->Enqueue(&c->ctx, &c->req, &c->resp,
                              [this, c, then = std::move(then)](grpc::Status st) {
-                               if (st.ok()) ++enqueued_; else Error(st.error_message());
+                               if (st.ok())
+                                 ++enqueued_;
+                               else
+                                 Error(st.error_message());
                                delete c;
                                then();
                              });
@@ -418,8 +423,10 @@ class CycleBench {
                                            Error(st.error_message());
                                          } else {
                                            for (const auto& r : c->resp.results()) {
-                                             if (r.has_job()) ++completed_;
-                                             else Error(r.error().message());
+                                             if (r.has_job())
+                                               ++completed_;
+                                             else
+                                               Error(r.error().message());
                                            }
                                          }
                                          delete c;
@@ -439,12 +446,14 @@ class CycleBench {
         auto* c = new Call;
         c->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
         *c->req.mutable_token() = j.token();
-        stub->async()->Complete(&c->ctx, &c->req, &c->resp,
-                                [this, c, &inflight](grpc::Status st) {
-                                  if (st.ok()) ++completed_; else Error(st.error_message());
-                                  delete c;
-                                  --inflight;
-                                });
+        stub->async()->Complete(&c->ctx, &c->req, &c->resp, [this, c, &inflight](grpc::Status st) {
+          if (st.ok())
+            ++completed_;
+          else
+            Error(st.error_message());
+          delete c;
+          --inflight;
+        });
       }
     }
     while (inflight > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));

@@ -1,8 +1,8 @@
 // ledgerq: the command-line client. Errors go to stderr as "ledgerq: CODE: message" with a
 // non-zero exit (1 for a failed operation, 2 for bad usage); results go to stdout.
-#include <CLI/CLI.hpp>
 #include <google/protobuf/util/time_util.h>
 
+#include <CLI/CLI.hpp>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -209,7 +209,8 @@ int main(int argc, char** argv) {
   resume->add_option("queue", pq, "Queue")->required();
 
   WorkArgs wa;
-  auto* work = app.add_subcommand("work", "Run a command for every job: ledgerq work --queue Q -- CMD ARGS");
+  auto* work =
+      app.add_subcommand("work", "Run a command for every job: ledgerq work --queue Q -- CMD ARGS");
   work->add_option("--queue", wa.queues, "Queue to lease from (repeatable)")->required();
   work->add_option("--concurrency", wa.concurrency, "Commands running at once (default 1)")
       ->check(CLI::Range(1, 1024));

@@ -23,16 +23,16 @@ std::string Short(const std::string& s, size_t n) {
 }
 
 nlohmann::json QueueJson(const v1::QueueInfo& q) {
-  return {{"name", q.name()},
-          {"paused", q.paused()},
-          {"scheduled", q.scheduled()},
-          {"ready", q.ready()},
-          {"leased", q.leased()},
-          {"succeeded", q.succeeded()},
-          {"dead", q.dead()},
-          {"cancelled", q.cancelled()},
-          {"oldest_ready_age_seconds",
-           TimeUtil::DurationToMicroseconds(q.oldest_ready_age()) / 1e6}};
+  return {
+      {"name", q.name()},
+      {"paused", q.paused()},
+      {"scheduled", q.scheduled()},
+      {"ready", q.ready()},
+      {"leased", q.leased()},
+      {"succeeded", q.succeeded()},
+      {"dead", q.dead()},
+      {"cancelled", q.cancelled()},
+      {"oldest_ready_age_seconds", TimeUtil::DurationToMicroseconds(q.oldest_ready_age()) / 1e6}};
 }
 
 Result<v1::JobState> ParseState(const std::string& s) {
@@ -82,8 +82,8 @@ int PrintJobs(const Globals& g, const std::vector<v1::Job>& jobs, bool dead) {
         const auto& e = j.errors(j.errors_size() - 1);
         last = e.code() + ": " + Short(e.message(), 60);
       }
-      rows.push_back({std::to_string(j.id()), j.type(), std::to_string(j.attempts()),
-                      j.dead_reason(), last});
+      rows.push_back(
+          {std::to_string(j.id()), j.type(), std::to_string(j.attempts()), j.dead_reason(), last});
     } else {
       rows.push_back({std::to_string(j.id()), j.type(), client::StateName(j.state()),
                       std::to_string(j.attempts()), std::to_string(j.priority()),
@@ -124,8 +124,7 @@ int RunQueues(const Globals& g) {
     return 0;
   }
   std::vector<std::vector<std::string>> rows = {{"QUEUE", "STATE", "SCHEDULED", "READY", "LEASED",
-                                                 "SUCCEEDED", "DEAD", "CANCELLED",
-                                                 "OLDEST_READY"}};
+                                                 "SUCCEEDED", "DEAD", "CANCELLED", "OLDEST_READY"}};
   for (const auto& q : r->queues()) {
     rows.push_back({q.name(), q.paused() ? "paused" : "active", std::to_string(q.scheduled()),
                     std::to_string(q.ready()), std::to_string(q.leased()),
@@ -146,8 +145,8 @@ int RunJobs(const Globals& g, const std::string& queue, const std::string& state
   req.set_queue(queue);
   req.set_state(*st);
   req.set_type(type);
-  auto jobs = Collect([&](const v1::ListJobsRequest& r) { return client->ListJobs(r); }, req,
-                      limit);
+  auto jobs =
+      Collect([&](const v1::ListJobsRequest& r) { return client->ListJobs(r); }, req, limit);
   if (!jobs.ok()) return Fail(jobs.status());
   return PrintJobs(g, *jobs, false);
 }
@@ -157,8 +156,8 @@ int RunDlqList(const Globals& g, const std::string& queue, uint32_t limit) {
   if (!client.ok()) return Fail(client.status());
   v1::ListJobsRequest req;
   req.set_queue(queue);
-  auto jobs = Collect([&](const v1::ListJobsRequest& r) { return client->ListDeadLetters(r); },
-                      req, limit);
+  auto jobs =
+      Collect([&](const v1::ListJobsRequest& r) { return client->ListDeadLetters(r); }, req, limit);
   if (!jobs.ok()) return Fail(jobs.status());
   return PrintJobs(g, *jobs, true);
 }

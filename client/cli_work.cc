@@ -32,10 +32,10 @@ client::Outcome RunOne(const WorkArgs& a, client::JobContext& job) {
   std::string tail = r.err_tail;
   while (!tail.empty() && (tail.back() == '\n' || tail.back() == '\r')) tail.pop_back();
   if (!r.exited) {
-    return client::Outcome::Transient("SIGNAL_" + std::to_string(r.code),
-                                      "command killed by signal " + std::to_string(r.code) +
-                                          (tail.empty() ? "" : ": " + tail),
-                                      r.err_tail);
+    return client::Outcome::Transient(
+        "SIGNAL_" + std::to_string(r.code),
+        "command killed by signal " + std::to_string(r.code) + (tail.empty() ? "" : ": " + tail),
+        r.err_tail);
   }
   if (r.code == 0) {
     if (r.out_truncated) {
@@ -45,8 +45,7 @@ client::Outcome RunOne(const WorkArgs& a, client::JobContext& job) {
     return client::Outcome::Complete(std::move(r.out));
   }
   const std::string code = "EXIT_" + std::to_string(r.code);
-  const std::string message =
-      tail.empty() ? "command exited with " + std::to_string(r.code) : tail;
+  const std::string message = tail.empty() ? "command exited with " + std::to_string(r.code) : tail;
   if (std::find(a.permanent_exit_codes.begin(), a.permanent_exit_codes.end(), r.code) !=
       a.permanent_exit_codes.end()) {
     return client::Outcome::Permanent(code, message, r.err_tail);
@@ -56,10 +55,14 @@ client::Outcome RunOne(const WorkArgs& a, client::JobContext& job) {
 
 const char* KindText(client::Outcome::Kind k) {
   switch (k) {
-    case client::Outcome::Kind::kComplete: return "completed";
-    case client::Outcome::Kind::kFailTransient: return "failed (transient)";
-    case client::Outcome::Kind::kFailPermanent: return "failed (permanent)";
-    case client::Outcome::Kind::kRelease: return "released";
+    case client::Outcome::Kind::kComplete:
+      return "completed";
+    case client::Outcome::Kind::kFailTransient:
+      return "failed (transient)";
+    case client::Outcome::Kind::kFailPermanent:
+      return "failed (permanent)";
+    case client::Outcome::Kind::kRelease:
+      return "released";
   }
   return "?";
 }
@@ -87,8 +90,8 @@ int RunWork(const Globals& g, const WorkArgs& a) {
   o.lease = std::chrono::duration_cast<std::chrono::milliseconds>(*lease);
   o.worker_id = a.worker_id;
   o.on_done = [](const v1::LeasedJob& j, const client::Outcome& out, const Status& st) {
-    std::cerr << "ledgerq work: job " << j.job().id() << " attempt " << j.token().attempt()
-              << " " << KindText(out.kind);
+    std::cerr << "ledgerq work: job " << j.job().id() << " attempt " << j.token().attempt() << " "
+              << KindText(out.kind);
     if (!out.code.empty()) std::cerr << " " << out.code;
     if (!st.ok()) std::cerr << " (server said " << st.ToString() << ")";
     std::cerr << "\n";

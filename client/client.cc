@@ -5,13 +5,20 @@ namespace ledgerq::client {
 Status FromGrpc(const grpc::Status& st, const std::string& server) {
   using grpc::StatusCode;
   switch (st.error_code()) {
-    case StatusCode::OK: return Status::Ok();
-    case StatusCode::INVALID_ARGUMENT: return Status::InvalidArgument(st.error_message());
-    case StatusCode::NOT_FOUND: return Status::NotFound(st.error_message());
-    case StatusCode::ALREADY_EXISTS: return Status::AlreadyExists(st.error_message());
-    case StatusCode::FAILED_PRECONDITION: return Status::FailedPrecondition(st.error_message());
-    case StatusCode::RESOURCE_EXHAUSTED: return Status::ResourceExhausted(st.error_message());
-    case StatusCode::DATA_LOSS: return Status::Corruption(st.error_message());
+    case StatusCode::OK:
+      return Status::Ok();
+    case StatusCode::INVALID_ARGUMENT:
+      return Status::InvalidArgument(st.error_message());
+    case StatusCode::NOT_FOUND:
+      return Status::NotFound(st.error_message());
+    case StatusCode::ALREADY_EXISTS:
+      return Status::AlreadyExists(st.error_message());
+    case StatusCode::FAILED_PRECONDITION:
+      return Status::FailedPrecondition(st.error_message());
+    case StatusCode::RESOURCE_EXHAUSTED:
+      return Status::ResourceExhausted(st.error_message());
+    case StatusCode::DATA_LOSS:
+      return Status::Corruption(st.error_message());
     case StatusCode::UNAVAILABLE:
       return Status::Unavailable("server " + server + " unavailable: " + st.error_message());
     case StatusCode::DEADLINE_EXCEEDED:

@@ -34,7 +34,8 @@ class Client {
   [[nodiscard]] Result<v1::LeaseResponse> Lease(const v1::LeaseRequest& req);
   [[nodiscard]] Result<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& req);
   [[nodiscard]] Result<v1::JobResponse> Complete(const v1::CompleteRequest& req);
-  [[nodiscard]] Result<v1::CompleteBatchResponse> CompleteBatch(const v1::CompleteBatchRequest& req);
+  [[nodiscard]] Result<v1::CompleteBatchResponse> CompleteBatch(
+      const v1::CompleteBatchRequest& req);
   [[nodiscard]] Result<v1::JobResponse> Fail(const v1::FailRequest& req);
   [[nodiscard]] Result<v1::JobResponse> Release(const v1::ReleaseRequest& req);
 
@@ -55,8 +56,8 @@ class Client {
  private:
   // One blocking call with the configured deadline (plus `extra`), its status converted.
   template <typename Stub, typename Resp, typename Req>
-  Result<Resp> Call(Stub* stub, grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&,
-                                                             Resp*),
+  Result<Resp> Call(Stub* stub,
+                    grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
                     const Req& req, std::chrono::milliseconds extra = {});
 
   ClientOptions options_;

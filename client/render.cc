@@ -108,9 +108,8 @@ std::string JobToText(const v1::Job& job) {
   row("type", job.type());
   row("state", StateName(job.state()));
   row("priority", std::to_string(job.priority()));
-  row("attempts", std::to_string(job.attempts()) + " (" +
-                      std::to_string(job.attempts_remaining()) + " left of " +
-                      std::to_string(job.max_attempts()) + ")");
+  row("attempts", std::to_string(job.attempts()) + " (" + std::to_string(job.attempts_remaining()) +
+                      " left of " + std::to_string(job.max_attempts()) + ")");
   row("dead_reason", job.dead_reason());
   if (!job.lease_worker_id().empty()) {
     row("leased_by", job.lease_worker_id() + " until " + Time(job.lease_deadline()));

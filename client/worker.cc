@@ -143,9 +143,9 @@ void Worker::Process(v1::LeasedJob leased) {
   auto it = handlers_.find(leased.job().type());
   const Handler* handler = it != handlers_.end() ? &it->second : (fallback_ ? &fallback_ : nullptr);
   if (!handler) {
-    outcome = Outcome::Transient("NO_HANDLER", "worker " + options_.worker_id +
-                                                   " has no handler for type " +
-                                                   leased.job().type());
+    outcome =
+        Outcome::Transient("NO_HANDLER", "worker " + options_.worker_id +
+                                             " has no handler for type " + leased.job().type());
   } else {
     try {
       outcome = (*handler)(ctx);
@@ -222,9 +222,8 @@ Status Worker::SendHeartbeat(std::vector<JobContext*> jobs, const std::string* c
 }
 
 void Worker::HeartbeatLoop() {
-  const auto tick = std::clamp<std::chrono::milliseconds>(options_.lease / 10,
-                                                          std::chrono::milliseconds(50),
-                                                          std::chrono::seconds(1));
+  const auto tick = std::clamp<std::chrono::milliseconds>(
+      options_.lease / 10, std::chrono::milliseconds(50), std::chrono::seconds(1));
   for (;;) {
     std::vector<JobContext*> due;
     bool idle = false;

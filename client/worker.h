@@ -30,10 +30,10 @@ namespace ledgerq::client {
 struct Outcome {
   enum class Kind { kComplete, kFailTransient, kFailPermanent, kRelease };
   Kind kind = Kind::kComplete;
-  std::string result;  // kComplete
-  std::string code, message, details;  // failures
+  std::string result;                                    // kComplete
+  std::string code, message, details;                    // failures
   std::optional<std::chrono::milliseconds> retry_after;  // kFailTransient
-  std::chrono::milliseconds release_delay{0};             // kRelease
+  std::chrono::milliseconds release_delay{0};            // kRelease
 
   static Outcome Complete(std::string result = {});
   static Outcome Transient(std::string code, std::string message, std::string details = {});

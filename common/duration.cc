@@ -28,14 +28,22 @@ Result<std::chrono::microseconds> ParseDuration(std::string_view text, std::stri
     while (i < text.size() && std::isalpha(static_cast<unsigned char>(text[i]))) ++i;
     std::string_view unit = text.substr(u, i - u);
     int64_t mult;
-    if (unit == "us") mult = 1;
-    else if (unit == "ms") mult = 1'000;
-    else if (unit == "s") mult = 1'000'000;
-    else if (unit == "m") mult = 60'000'000;
-    else if (unit == "h") mult = 3'600'000'000;
-    else if (unit == "d") mult = 86'400'000'000;
-    else if (unit.empty()) return bad("missing unit");
-    else return bad("unknown unit \"" + std::string(unit) + "\"");
+    if (unit == "us")
+      mult = 1;
+    else if (unit == "ms")
+      mult = 1'000;
+    else if (unit == "s")
+      mult = 1'000'000;
+    else if (unit == "m")
+      mult = 60'000'000;
+    else if (unit == "h")
+      mult = 3'600'000'000;
+    else if (unit == "d")
+      mult = 86'400'000'000;
+    else if (unit.empty())
+      return bad("missing unit");
+    else
+      return bad("unknown unit \"" + std::string(unit) + "\"");
     if (n > (std::numeric_limits<int64_t>::max() - total) / mult) return bad("too large");
     total += n * mult;
   }

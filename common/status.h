@@ -57,8 +57,8 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}             // NOLINT(google-explicit-constructor)
-  Result(Status status) : v_(std::move(status)) {}      // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}         // NOLINT(google-explicit-constructor)
+  Result(Status status) : v_(std::move(status)) {}  // NOLINT(google-explicit-constructor)
 
   bool ok() const { return std::holds_alternative<T>(v_); }
   const Status& status() const {
@@ -79,8 +79,8 @@ class [[nodiscard]] Result {
 
 }  // namespace ledgerq
 
-#define LEDGERQ_RETURN_IF_ERROR(expr)      \
-  do {                                     \
-    ::ledgerq::Status _st = (expr);        \
-    if (!_st.ok()) return _st;             \
+#define LEDGERQ_RETURN_IF_ERROR(expr) \
+  do {                                \
+    ::ledgerq::Status _st = (expr);   \
+    if (!_st.ok()) return _st;        \
   } while (0)

@@ -35,13 +35,12 @@ Metrics::Metrics(const std::string& version)
               .Add({}, prometheus::Histogram::BucketBoundaries{0.0001, 0.00025, 0.0005, 0.001,
                                                                0.0025, 0.005, 0.01, 0.025, 0.05,
                                                                0.1, 0.25, 1})),
-      group_commit_size_(
-          BuildHistogram()
-              .Name("ledgerq_group_commit_transitions")
-              .Help("Transitions (requests) sharing one group-commit write")
-              .Register(*registry_)
-              .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256,
-                                                               512, 1024})) {
+      group_commit_size_(BuildHistogram()
+                             .Name("ledgerq_group_commit_transitions")
+                             .Help("Transitions (requests) sharing one group-commit write")
+                             .Register(*registry_)
+                             .Add({}, prometheus::Histogram::BucketBoundaries{
+                                          1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024})) {
   BuildGauge()
       .Name("ledgerq_build_info")
       .Help("Build information; the value is always 1")

@@ -1,9 +1,8 @@
 #include "scheduler/dispatcher.h"
 
+#include <algorithm>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/post.hpp>
-
-#include <algorithm>
 #include <mutex>
 #include <random>
 
@@ -44,7 +43,10 @@ Status ValidateLease(const LeaseParams& p, const DispatcherOptions& o) {
 
 Dispatcher::Dispatcher(storage::JobStore* store, boost::asio::io_context& ioc,
                        DispatcherOptions opts)
-    : store_(store), ioc_(ioc), strand_(boost::asio::make_strand(ioc)), timer_(strand_),
+    : store_(store),
+      ioc_(ioc),
+      strand_(boost::asio::make_strand(ioc)),
+      timer_(strand_),
       opts_(std::move(opts)) {
   if (!opts_.random) {
     auto rng = std::make_shared<std::mt19937_64>(std::random_device{}());
@@ -86,9 +88,15 @@ std::function<double()> Dispatcher::Drawer() { return opts_.random; }
 void Dispatcher::SetPhase(uint64_t id, Entry& e, Phase phase) {
   Queue& q = *e.queue;
   switch (e.phase) {
-    case Phase::kReady: q.ready.erase({-static_cast<int64_t>(e.priority), id}); break;
-    case Phase::kScheduled: --q.scheduled; break;
-    case Phase::kLeasing: --q.leased; break;
+    case Phase::kReady:
+      q.ready.erase({-static_cast<int64_t>(e.priority), id});
+      break;
+    case Phase::kScheduled:
+      --q.scheduled;
+      break;
+    case Phase::kLeasing:
+      --q.leased;
+      break;
     case Phase::kLeased:
     case Phase::kSettling:
       --q.leased;
@@ -97,12 +105,16 @@ void Dispatcher::SetPhase(uint64_t id, Entry& e, Phase phase) {
   }
   e.phase = phase;
   switch (phase) {
-    case Phase::kReady: q.ready.insert({-static_cast<int64_t>(e.priority), id}); break;
+    case Phase::kReady:
+      q.ready.insert({-static_cast<int64_t>(e.priority), id});
+      break;
     case Phase::kScheduled:
       ++q.scheduled;
       delayed_.push({e.run_at_us, id});
       break;
-    case Phase::kLeasing: ++q.leased; break;
+    case Phase::kLeasing:
+      ++q.leased;
+      break;
     case Phase::kLeased:
       ++q.leased;
       ++active_leases_;
@@ -176,14 +188,17 @@ void Dispatcher::Index(const storage::JobRecord& job, bool recovering) {
     case sv1::STATE_CANCELLED:
       if (was_live || recovering) ++q.cancelled;
       break;
-    case sv1::STATE_DEAD: q.dead.insert(job.id()); break;
-    default: break;
+    case sv1::STATE_DEAD:
+      q.dead.insert(job.id());
+      break;
+    default:
+      break;
   }
 }
 
 Status Dispatcher::Recover() {
-  LEDGERQ_RETURN_IF_ERROR(store_->ScanQueues(
-      [&](const std::string& name, const storage::QueueRecord& rec) {
+  LEDGERQ_RETURN_IF_ERROR(
+      store_->ScanQueues([&](const std::string& name, const storage::QueueRecord& rec) {
         QueueOf(name).paused = rec.paused();
       }));
   LEDGERQ_RETURN_IF_ERROR(store_->ScanJobs([&](const storage::JobRecord& job) {
@@ -221,8 +236,7 @@ void Dispatcher::ExpireDue() {
     uint64_t id = deadlines_.top().second;
     deadlines_.pop();
     auto it = entries_.find(id);
-    if (it == entries_.end() || it->second.phase != Phase::kLeased ||
-        it->second.deadline > now) {
+    if (it == entries_.end() || it->second.phase != Phase::kLeased || it->second.deadline > now) {
       continue;  // completed, or extended since
     }
     Entry& e = it->second;
@@ -230,12 +244,11 @@ void Dispatcher::ExpireDue() {
     Token token{id, e.attempt};
     std::vector<storage::TransitionItem> items;
     items.push_back({id, ExpireFn(token, PolicyOf(*e.queue), Drawer())});
-    store_->Transition(std::move(items), "ledgerqd",
-                       [this, token](std::vector<Result<storage::JobRecord>> rs) {
-                         OnStrand([this, token, r = std::move(rs[0])] {
-                           AfterWorkerCall(token, true, r, nullptr);
-                         });
-                       });
+    store_->Transition(
+        std::move(items), "ledgerqd", [this, token](std::vector<Result<storage::JobRecord>> rs) {
+          OnStrand(
+              [this, token, r = std::move(rs[0])] { AfterWorkerCall(token, true, r, nullptr); });
+        });
   }
 }
 
@@ -274,7 +287,7 @@ void Dispatcher::Arm() {
   if (!next) return;
   // Never sleep past an hour: a wall-clock jump must not strand delayed jobs for long.
   auto wait = std::clamp<std::chrono::steady_clock::duration>(*next - mono, microseconds(0),
-                                                               std::chrono::hours(1));
+                                                              std::chrono::hours(1));
   timer_.expires_after(wait);
   timer_.async_wait(boost::asio::bind_executor(strand_, [this](boost::system::error_code ec) {
     if (!ec) Tick();
@@ -468,7 +481,10 @@ void Dispatcher::AfterLease(uint64_t wid, const std::shared_ptr<Delivery>& d,
       back.insert(e.queue);
     } else {
       auto fresh = store_->GetJob(picks[i]);
-      if (fresh.ok()) Index(*fresh); else Unindex(picks[i]);
+      if (fresh.ok())
+        Index(*fresh);
+      else
+        Unindex(picks[i]);
     }
   }
   auto wit = waiters_.find(wid);
@@ -557,21 +573,22 @@ void Dispatcher::Heartbeat(std::vector<Token> tokens, microseconds extend_by,
       cb(std::move(*out));
       return;
     }
-    store_->Transition(std::move(items), principal,
-                       [out, slots, cb = std::move(cb)](std::vector<Result<storage::JobRecord>> rs) {
-                         for (size_t k = 0; k < rs.size(); ++k) {
-                           if (rs[k].ok()) continue;
-                           if (IsWriteFailure(rs[k].status())) {
-                             cb(rs[k].status());
-                             return;
-                           }
-                           HeartbeatOutcome& o = (*out)[(*slots)[k]];
-                           o.lost = true;
-                           o.deadline_us = 0;
-                           o.message = rs[k].status().message();
-                         }
-                         cb(std::move(*out));
-                       });
+    store_->Transition(
+        std::move(items), principal,
+        [out, slots, cb = std::move(cb)](std::vector<Result<storage::JobRecord>> rs) {
+          for (size_t k = 0; k < rs.size(); ++k) {
+            if (rs[k].ok()) continue;
+            if (IsWriteFailure(rs[k].status())) {
+              cb(rs[k].status());
+              return;
+            }
+            HeartbeatOutcome& o = (*out)[(*slots)[k]];
+            o.lost = true;
+            o.deadline_us = 0;
+            o.message = rs[k].status().message();
+          }
+          cb(std::move(*out));
+        });
   });
 }
 
@@ -588,16 +605,16 @@ void Dispatcher::WorkerCalls(std::vector<Token> tokens, std::vector<storage::Tra
       if (had[i]) SetPhase(tokens[i].job_id, it->second, Phase::kSettling);  // expiry stands aside
       items.push_back({tokens[i].job_id, std::move(fns[i])});
     }
-    store_->Transition(std::move(items), principal,
-                       [this, tokens, had, cb = std::move(cb)](
-                           std::vector<Result<storage::JobRecord>> rs) {
-                         OnStrand([this, tokens, had, rs] {
-                           for (size_t i = 0; i < rs.size(); ++i) {
-                             AfterWorkerCall(tokens[i], had[i], rs[i], nullptr);
-                           }
-                         });
-                         cb(std::move(rs));
-                       });
+    store_->Transition(
+        std::move(items), principal,
+        [this, tokens, had, cb = std::move(cb)](std::vector<Result<storage::JobRecord>> rs) {
+          OnStrand([this, tokens, had, rs] {
+            for (size_t i = 0; i < rs.size(); ++i) {
+              AfterWorkerCall(tokens[i], had[i], rs[i], nullptr);
+            }
+          });
+          cb(std::move(rs));
+        });
   });
 }
 
@@ -605,10 +622,9 @@ void Dispatcher::WorkerCall(Token token, storage::TransitionFn fn, std::string p
                             JobCallback cb) {
   std::vector<storage::TransitionFn> fns;
   fns.push_back(std::move(fn));
-  WorkerCalls({token}, std::move(fns), std::move(principal),
-              [cb = std::move(cb)](std::vector<Result<storage::JobRecord>> rs) {
-                cb(std::move(rs[0]));
-              });
+  WorkerCalls(
+      {token}, std::move(fns), std::move(principal),
+      [cb = std::move(cb)](std::vector<Result<storage::JobRecord>> rs) { cb(std::move(rs[0])); });
 }
 
 void Dispatcher::CompleteMany(std::vector<std::pair<Token, std::string>> items,
@@ -622,8 +638,8 @@ void Dispatcher::CompleteMany(std::vector<std::pair<Token, std::string>> items,
   WorkerCalls(std::move(tokens), std::move(fns), std::move(principal), std::move(cb));
 }
 
-void Dispatcher::AfterWorkerCall(Token token, bool had_lease,
-                                 const Result<storage::JobRecord>& r, const JobCallback& cb) {
+void Dispatcher::AfterWorkerCall(Token token, bool had_lease, const Result<storage::JobRecord>& r,
+                                 const JobCallback& cb) {
   if (r.ok()) {
     Index(*r);
   } else if (had_lease) {
@@ -631,8 +647,8 @@ void Dispatcher::AfterWorkerCall(Token token, bool had_lease,
     if (IsWriteFailure(r.status()) && it != entries_.end() &&
         it->second.phase == Phase::kSettling) {
       // Nothing was written: the lease stands. Retry an expiry soon rather than never.
-      it->second.deadline = std::max(it->second.deadline, opts_.clock->MonoNow() +
-                                                              std::chrono::seconds(1));
+      it->second.deadline =
+          std::max(it->second.deadline, opts_.clock->MonoNow() + std::chrono::seconds(1));
       SetPhase(token.job_id, it->second, Phase::kLeased);
     } else {
       auto fresh = store_->GetJob(token.job_id);
@@ -643,14 +659,12 @@ void Dispatcher::AfterWorkerCall(Token token, bool had_lease,
   if (cb) cb(r);
 }
 
-void Dispatcher::Complete(Token token, std::string result, std::string principal,
-                          JobCallback cb) {
+void Dispatcher::Complete(Token token, std::string result, std::string principal, JobCallback cb) {
   WorkerCall(token, CompleteFn(token, std::move(result)), std::move(principal), std::move(cb));
 }
 
-void Dispatcher::Fail(Token token, AttemptFailure failure,
-                      std::optional<microseconds> retry_after, std::string principal,
-                      JobCallback cb) {
+void Dispatcher::Fail(Token token, AttemptFailure failure, std::optional<microseconds> retry_after,
+                      std::string principal, JobCallback cb) {
   // The queue's policy is looked up on the strand inside WorkerCall's order; a copy is enough.
   OnStrand([this, token, failure = std::move(failure), retry_after,
             principal = std::move(principal), cb = std::move(cb)]() mutable {

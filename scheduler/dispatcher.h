@@ -11,7 +11,6 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
-
 #include <chrono>
 #include <functional>
 #include <list>
@@ -114,8 +113,7 @@ class Dispatcher {
   void Fail(Token token, AttemptFailure failure,
             std::optional<std::chrono::microseconds> retry_after, std::string principal,
             JobCallback cb);
-  void Release(Token token, std::chrono::microseconds delay, std::string principal,
-               JobCallback cb);
+  void Release(Token token, std::chrono::microseconds delay, std::string principal, JobCallback cb);
 
   void SetPaused(std::string queue, bool paused, std::string principal,
                  std::function<void(Result<QueueStats>)> cb);

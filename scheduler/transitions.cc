@@ -138,24 +138,24 @@ storage::TransitionFn HeartbeatFn(Token token, int64_t deadline_us,
 }
 
 storage::TransitionFn CompleteFn(Token token, std::string result) {
-  return [token, result = std::move(result)](JobRecord& job, TransitionWriter& w,
-                                             int64_t) -> Status {
-    if (job.state() == sv1::STATE_SUCCEEDED && job.completed_attempt() == token.attempt) {
-      return Status::Ok();  // a repeated Complete gets the first answer and changes nothing
-    }
-    LEDGERQ_RETURN_IF_ERROR(CheckToken(job, token));
-    EventBody ev = Ev(sv1::EVENT_COMPLETED, job);
-    ev.set_worker_id(job.lease_worker_id());
-    ev.set_result_sha256(std::string(AsBytes(Sha256(result))));
-    ev.set_result_size(result.size());
-    job.set_state(sv1::STATE_SUCCEEDED);
-    job.set_completed_attempt(token.attempt);
-    ClearLease(job);
-    ev.set_to_state(job.state());
-    w.Event(std::move(ev));
-    w.PutResult(result);
-    return Status::Ok();
-  };
+  return
+      [token, result = std::move(result)](JobRecord& job, TransitionWriter& w, int64_t) -> Status {
+        if (job.state() == sv1::STATE_SUCCEEDED && job.completed_attempt() == token.attempt) {
+          return Status::Ok();  // a repeated Complete gets the first answer and changes nothing
+        }
+        LEDGERQ_RETURN_IF_ERROR(CheckToken(job, token));
+        EventBody ev = Ev(sv1::EVENT_COMPLETED, job);
+        ev.set_worker_id(job.lease_worker_id());
+        ev.set_result_sha256(std::string(AsBytes(Sha256(result))));
+        ev.set_result_size(result.size());
+        job.set_state(sv1::STATE_SUCCEEDED);
+        job.set_completed_attempt(token.attempt);
+        ClearLease(job);
+        ev.set_to_state(job.state());
+        w.Event(std::move(ev));
+        w.PutResult(result);
+        return Status::Ok();
+      };
 }
 
 storage::TransitionFn FailFn(Token token, AttemptFailure failure,

@@ -1,10 +1,11 @@
 #include "server/config.h"
 
+#include <toml++/toml.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <fstream>
 #include <sstream>
-#include <toml++/toml.h>
 
 #include "common/duration.h"
 
@@ -34,8 +35,10 @@ Status CheckLogLevel(const std::string& v, std::string_view field) {
   for (const char* ok : {"trace", "debug", "info", "warn", "error", "off"}) {
     if (v == ok) return Status::Ok();
   }
-  return Status::InvalidArgument(std::string(field) + ": must be one of trace, debug, info, "
-                                 "warn, error, off; got \"" + v + "\"");
+  return Status::InvalidArgument(std::string(field) +
+                                 ": must be one of trace, debug, info, "
+                                 "warn, error, off; got \"" +
+                                 v + "\"");
 }
 
 Status CheckDedupWindow(std::chrono::microseconds d, std::string_view field) {
@@ -51,8 +54,8 @@ Result<storage::SyncMode> ParseSyncMode(std::string_view text) {
   if (text == "always") return storage::SyncMode::kAlways;
   if (text == "batch") return storage::SyncMode::kBatch;
   if (text == "none") return storage::SyncMode::kNone;
-  return Status::InvalidArgument("sync: must be always, batch or none; got \"" +
-                                 std::string(text) + "\"");
+  return Status::InvalidArgument("sync: must be always, batch or none; got \"" + std::string(text) +
+                                 "\"");
 }
 
 namespace {

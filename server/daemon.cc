@@ -13,8 +13,8 @@
 #include <thread>
 
 #include "metrics/metrics.h"
-#include "server/http_server.h"
 #include "scheduler/dispatcher.h"
+#include "server/http_server.h"
 #include "server/job_service.h"
 #include "server/worker_service.h"
 
@@ -71,12 +71,14 @@ Status RunDaemon(const Config& config) {
   }
 
   EnqueueLimits limits{config.max_payload_bytes, config.retry.max_attempts, {}};
-  for (const auto& [name, policy] : config.queues) limits.queue_max_attempts[name] = policy.max_attempts;
-  JobServiceImpl jobs(store.get(), &metrics, SystemClock::Instance(), limits,
-                      JobObserver{
-                          .created = [&dispatcher](const auto& job) { dispatcher.OnCreated(job); },
-                          .cancelled = [&dispatcher](const auto& job) { dispatcher.OnCancelled(job); },
-                      });
+  for (const auto& [name, policy] : config.queues)
+    limits.queue_max_attempts[name] = policy.max_attempts;
+  JobServiceImpl jobs(
+      store.get(), &metrics, SystemClock::Instance(), limits,
+      JobObserver{
+          .created = [&dispatcher](const auto& job) { dispatcher.OnCreated(job); },
+          .cancelled = [&dispatcher](const auto& job) { dispatcher.OnCancelled(job); },
+      });
   WorkerServiceImpl workers(&dispatcher, &metrics, SystemClock::Instance());
   AdminServiceImpl admin(&dispatcher, store.get(), &metrics, SystemClock::Instance());
   grpc::EnableDefaultHealthCheckService(true);
@@ -87,7 +89,8 @@ Status RunDaemon(const Config& config) {
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(config.grpc_listen, grpc::InsecureServerCredentials(), &grpc_port);
   // A batch of 1000 items can carry far more than one payload; allow headroom above the limit.
-  const uint64_t max_msg = std::max<uint64_t>(16ull << 20, 2 * config.max_payload_bytes + (1 << 20));
+  const uint64_t max_msg =
+      std::max<uint64_t>(16ull << 20, 2 * config.max_payload_bytes + (1 << 20));
   builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<uint64_t>(max_msg, INT32_MAX)));
   builder.RegisterService(&jobs);
   builder.RegisterService(&workers);

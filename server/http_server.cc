@@ -3,7 +3,6 @@
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/version.hpp>
-
 #include <chrono>
 
 namespace ledgerq::server {
@@ -89,7 +88,8 @@ struct HttpServer::Listener : std::enable_shared_from_this<HttpServer::Listener>
                             if (ec == asio::error::operation_aborted || !self->acceptor.is_open()) {
                               return;
                             }
-                            if (!ec) std::make_shared<Session>(std::move(socket), self->routes)->Run();
+                            if (!ec)
+                              std::make_shared<Session>(std::move(socket), self->routes)->Run();
                             self->Accept();
                           });
   }
@@ -120,8 +120,7 @@ HttpResponse Route(const HttpRequest& req, const HttpRoutes& routes) {
     res = why.empty() ? Text(req, http::status::ok, "ready\n")
                       : Text(req, http::status::service_unavailable, "not ready: " + why + "\n");
   } else {
-    res = Text(req, http::status::not_found,
-               "not found; try /metrics, /healthz or /readyz\n");
+    res = Text(req, http::status::not_found, "not found; try /metrics, /healthz or /readyz\n");
   }
   if (req.method() == http::verb::head) {
     auto len = res.body().size();
@@ -174,8 +173,7 @@ Status HttpServer::Listen(const tcp::endpoint& ep) {
   }
   a.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {
-    return Status::Unavailable("--http-listen: cannot listen on " + where() + ": " +
-                               ec.message());
+    return Status::Unavailable("--http-listen: cannot listen on " + where() + ": " + ec.message());
   }
   listener_->Accept();
   return Status::Ok();

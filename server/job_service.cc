@@ -16,7 +16,10 @@ std::string_view MetadataValue(const grpc::CallbackServerContext* ctx, std::stri
 
 JobServiceImpl::JobServiceImpl(storage::JobStore* store, metrics::Metrics* metrics, Clock* clock,
                                EnqueueLimits limits, JobObserver observer)
-    : store_(store), metrics_(metrics), clock_(clock), limits_(limits),
+    : store_(store),
+      metrics_(metrics),
+      clock_(clock),
+      limits_(limits),
       observer_(std::move(observer)) {}
 
 void JobServiceImpl::Finish(grpc::ServerUnaryReactor* reactor, const char* method,

@@ -24,14 +24,13 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
   JobServiceImpl(storage::JobStore* store, metrics::Metrics* metrics, Clock* clock,
                  EnqueueLimits limits, JobObserver observer = {});
 
-  grpc::ServerUnaryReactor* Enqueue(grpc::CallbackServerContext* ctx,
-                                    const v1::EnqueueRequest* req,
+  grpc::ServerUnaryReactor* Enqueue(grpc::CallbackServerContext* ctx, const v1::EnqueueRequest* req,
                                     v1::EnqueueResponse* resp) override;
   grpc::ServerUnaryReactor* EnqueueBatch(grpc::CallbackServerContext* ctx,
                                          const v1::EnqueueBatchRequest* req,
                                          v1::EnqueueBatchResponse* resp) override;
-  grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* ctx,
-                                   const v1::GetJobRequest* req, v1::Job* resp) override;
+  grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* ctx, const v1::GetJobRequest* req,
+                                   v1::Job* resp) override;
   grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* ctx,
                                       const v1::CancelJobRequest* req, v1::Job* resp) override;
 

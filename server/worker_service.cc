@@ -36,8 +36,7 @@ Status CheckDuration(const google::protobuf::Duration& d, microseconds max,
 // A Lease call is a reactor parked in the dispatcher; OnCancel (client gone) unparks it.
 class LeaseReactor final : public grpc::ServerUnaryReactor {
  public:
-  LeaseReactor(scheduler::Dispatcher* d, metrics::Metrics* m, Clock* clock,
-               v1::LeaseResponse* resp)
+  LeaseReactor(scheduler::Dispatcher* d, metrics::Metrics* m, Clock* clock, v1::LeaseResponse* resp)
       : dispatcher_(d), metrics_(m), clock_(clock), resp_(resp) {}
 
   void Start(scheduler::LeaseParams params) {
@@ -179,7 +178,8 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerConte
             out->mutable_token()->set_job_id(o.token.job_id);
             out->mutable_token()->set_attempt(o.token.attempt);
             out->set_lease_lost(o.lost);
-            if (!o.lost) *out->mutable_deadline() = TimeUtil::MicrosecondsToTimestamp(o.deadline_us);
+            if (!o.lost)
+              *out->mutable_deadline() = TimeUtil::MicrosecondsToTimestamp(o.deadline_us);
             out->set_message(o.message);
           }
         }
@@ -256,7 +256,8 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Fail(grpc::CallbackServerContext* c
   if (st.ok() && e.kind() != v1::ERROR_KIND_TRANSIENT && e.kind() != v1::ERROR_KIND_PERMANENT) {
     st = Status::InvalidArgument("error.kind: must be TRANSIENT or PERMANENT");
   }
-  if (st.ok() && e.code().size() > 128) st = Status::InvalidArgument("error.code: longer than 128 bytes");
+  if (st.ok() && e.code().size() > 128)
+    st = Status::InvalidArgument("error.code: longer than 128 bytes");
   if (st.ok() && e.message().size() > kMaxErrorMessageBytes) {
     st = Status::InvalidArgument("error.message: longer than 4096 bytes");
   }
@@ -294,9 +295,8 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Release(grpc::CallbackServerContext
     Finish(reactor, "Release", ToGrpcStatus(st));
     return reactor;
   }
-  dispatcher_->Release(ToToken(req->token()),
-                       req->has_delay() ? Us(req->delay()) : microseconds(0), kAnonymous,
-                       Answer(reactor, "Release", resp));
+  dispatcher_->Release(ToToken(req->token()), req->has_delay() ? Us(req->delay()) : microseconds(0),
+                       kAnonymous, Answer(reactor, "Release", resp));
   return reactor;
 }
 
@@ -427,17 +427,17 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListDeadLetters(grpc::CallbackServer
     return reactor;
   }
   const uint32_t size = page->size;
-  dispatcher_->ListDeadIds(
-      req->queue(), page->after, size + 1,
-      [this, reactor, resp, size](std::vector<uint64_t> ids) {
-        const int64_t now = clock_->WallMicros();
-        for (size_t i = 0; i < ids.size() && i < size; ++i) {
-          auto rec = store_->GetJob(ids[i]);
-          if (rec.ok()) *resp->add_jobs() = ToApiJob(*rec, now);
-        }
-        if (ids.size() > size) resp->set_next_page_token(std::to_string(ids[size - 1]));
-        Finish(reactor, "ListDeadLetters", grpc::Status::OK);
-      });
+  dispatcher_->ListDeadIds(req->queue(), page->after, size + 1,
+                           [this, reactor, resp, size](std::vector<uint64_t> ids) {
+                             const int64_t now = clock_->WallMicros();
+                             for (size_t i = 0; i < ids.size() && i < size; ++i) {
+                               auto rec = store_->GetJob(ids[i]);
+                               if (rec.ok()) *resp->add_jobs() = ToApiJob(*rec, now);
+                             }
+                             if (ids.size() > size)
+                               resp->set_next_page_token(std::to_string(ids[size - 1]));
+                             Finish(reactor, "ListDeadLetters", grpc::Status::OK);
+                           });
   return reactor;
 }
 
@@ -456,7 +456,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Redrive(grpc::CallbackServerContext*
     st = ValidateName(req->queue(), "queue");
   }
   for (int i = 0; st.ok() && i < req->ids_size(); ++i) {
-    if (req->ids(i) == 0) st = Status::InvalidArgument("ids[" + std::to_string(i) + "]: must be > 0");
+    if (req->ids(i) == 0)
+      st = Status::InvalidArgument("ids[" + std::to_string(i) + "]: must be > 0");
   }
   if (!st.ok()) {
     Finish(reactor, "Redrive", ToGrpcStatus(st));
@@ -471,24 +472,24 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Redrive(grpc::CallbackServerContext*
     return reactor;
   }
   std::vector<uint64_t> ids(req->ids().begin(), req->ids().end());
-  dispatcher_->Redrive(std::move(ids), kAnonymous,
-                       [this, reactor, resp](std::vector<Result<storage::JobRecord>> rs) {
-                         const int64_t now = clock_->WallMicros();
-                         uint64_t n = 0;
-                         for (const auto& r : rs) {
-                           auto* out = resp->add_results();
-                           if (r.ok()) {
-                             ++n;
-                             *out->mutable_ok()->mutable_job() = ToApiJob(*r, now);
-                           } else {
-                             out->mutable_error()->set_code(
-                                 static_cast<int>(ToGrpcCode(r.status().code())));
-                             out->mutable_error()->set_message(r.status().message());
-                           }
-                         }
-                         resp->set_redriven(n);
-                         Finish(reactor, "Redrive", grpc::Status::OK);
-                       });
+  dispatcher_->Redrive(
+      std::move(ids), kAnonymous,
+      [this, reactor, resp](std::vector<Result<storage::JobRecord>> rs) {
+        const int64_t now = clock_->WallMicros();
+        uint64_t n = 0;
+        for (const auto& r : rs) {
+          auto* out = resp->add_results();
+          if (r.ok()) {
+            ++n;
+            *out->mutable_ok()->mutable_job() = ToApiJob(*r, now);
+          } else {
+            out->mutable_error()->set_code(static_cast<int>(ToGrpcCode(r.status().code())));
+            out->mutable_error()->set_message(r.status().message());
+          }
+        }
+        resp->set_redriven(n);
+        Finish(reactor, "Redrive", grpc::Status::OK);
+      });
   return reactor;
 }
 

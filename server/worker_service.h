@@ -33,8 +33,7 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
                                           v1::CompleteBatchResponse* resp) override;
   grpc::ServerUnaryReactor* Fail(grpc::CallbackServerContext* ctx, const v1::FailRequest* req,
                                  v1::JobResponse* resp) override;
-  grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* ctx,
-                                    const v1::ReleaseRequest* req,
+  grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* ctx, const v1::ReleaseRequest* req,
                                     v1::JobResponse* resp) override;
 
  private:
@@ -58,23 +57,20 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   grpc::ServerUnaryReactor* PauseQueue(grpc::CallbackServerContext* ctx,
                                        const v1::QueueRequest* req, v1::QueueInfo* resp) override;
   grpc::ServerUnaryReactor* ResumeQueue(grpc::CallbackServerContext* ctx,
-                                        const v1::QueueRequest* req,
-                                        v1::QueueInfo* resp) override;
+                                        const v1::QueueRequest* req, v1::QueueInfo* resp) override;
   grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* ctx,
                                      const v1::ListJobsRequest* req,
                                      v1::ListJobsResponse* resp) override;
   grpc::ServerUnaryReactor* ListDeadLetters(grpc::CallbackServerContext* ctx,
                                             const v1::ListJobsRequest* req,
                                             v1::ListJobsResponse* resp) override;
-  grpc::ServerUnaryReactor* Redrive(grpc::CallbackServerContext* ctx,
-                                    const v1::RedriveRequest* req,
+  grpc::ServerUnaryReactor* Redrive(grpc::CallbackServerContext* ctx, const v1::RedriveRequest* req,
                                     v1::RedriveResponse* resp) override;
 
  private:
   void Finish(grpc::ServerUnaryReactor* reactor, const char* method, const grpc::Status& st);
-  grpc::ServerUnaryReactor* SetPaused(grpc::CallbackServerContext* ctx,
-                                      const v1::QueueRequest* req, v1::QueueInfo* resp,
-                                      bool paused, const char* method);
+  grpc::ServerUnaryReactor* SetPaused(grpc::CallbackServerContext* ctx, const v1::QueueRequest* req,
+                                      v1::QueueInfo* resp, bool paused, const char* method);
 
   scheduler::Dispatcher* dispatcher_;
   storage::JobStore* store_;

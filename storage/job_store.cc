@@ -7,8 +7,8 @@
 #include <rocksdb/write_batch.h>
 
 #include <atomic>
-#include <cstring>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <mutex>
@@ -32,12 +32,9 @@ struct CfSpec {
   bool point_lookups;  // gets a bloom filter
 };
 constexpr CfSpec kColumnFamilies[] = {
-    {Cf::kLog, "log", false},
-    {Cf::kJobs, "jobs", true},
-    {Cf::kPayloads, "payloads", true},
-    {Cf::kIdempotency, "idempotency", true},
-    {Cf::kMeta, "meta", false},
-    {Cf::kQueues, "queues", false},
+    {Cf::kLog, "log", false},          {Cf::kJobs, "jobs", true},
+    {Cf::kPayloads, "payloads", true}, {Cf::kIdempotency, "idempotency", true},
+    {Cf::kMeta, "meta", false},        {Cf::kQueues, "queues", false},
 };
 constexpr size_t kNumCfs = std::size(kColumnFamilies);
 constexpr char kChainHeadKey[] = "chain_head";
@@ -88,9 +85,12 @@ bool Expired(const IdempotencyRecord& rec, int64_t now_us, std::chrono::microsec
 
 const char* SyncModeName(SyncMode mode) {
   switch (mode) {
-    case SyncMode::kAlways: return "always";
-    case SyncMode::kBatch: return "batch";
-    case SyncMode::kNone: return "none";
+    case SyncMode::kAlways:
+      return "always";
+    case SyncMode::kBatch:
+      return "batch";
+    case SyncMode::kNone:
+      return "none";
   }
   return "?";
 }
@@ -109,8 +109,7 @@ Digest Fingerprint(std::string_view type, const Digest& payload_sha256) {
 
 class Txn {
  public:
-  Txn(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* const* cfs, ChainHeadInfo* head,
-      int64_t now_us)
+  Txn(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* const* cfs, ChainHeadInfo* head, int64_t now_us)
       : db_(db), cfs_(cfs), head_(head), now_us_(now_us) {}
 
   int64_t now_us() const { return now_us_; }
@@ -165,8 +164,7 @@ class Txn {
     if (s.IsNotFound()) return std::optional<IdempotencyRecord>();
     LEDGERQ_RETURN_IF_ERROR(FromRocks(s, "read idempotency key"));
     IdempotencyRecord rec;
-    LEDGERQ_RETURN_IF_ERROR(
-        DecodeRecord(value, kIdempotencyFormatVersion, &rec, "idempotency"));
+    LEDGERQ_RETURN_IF_ERROR(DecodeRecord(value, kIdempotencyFormatVersion, &rec, "idempotency"));
     return std::optional(rec);
   }
 
@@ -338,7 +336,9 @@ class EnqueueOp final : public Op {
 class CancelOp final : public Op {
  public:
   CancelOp(uint64_t id, std::string principal, std::string reason, JobCallback done)
-      : id_(id), principal_(std::move(principal)), reason_(std::move(reason)),
+      : id_(id),
+        principal_(std::move(principal)),
+        reason_(std::move(reason)),
         done_(std::move(done)) {}
 
   void Apply(Txn& txn, const StoreOptions&) override {
@@ -349,9 +349,9 @@ class CancelOp final : public Op {
     }
     JobRecord rec = std::move(job).value();
     if (rec.state() != v1::STATE_SCHEDULED && rec.state() != v1::STATE_READY) {
-      result_ = Status::FailedPrecondition(
-          "job " + std::to_string(id_) + " is " + StateName(rec.state()) +
-          "; only SCHEDULED or READY jobs can be cancelled");
+      result_ = Status::FailedPrecondition("job " + std::to_string(id_) + " is " +
+                                           StateName(rec.state()) +
+                                           "; only SCHEDULED or READY jobs can be cancelled");
       return;
     }
     EventBody ev;
@@ -393,7 +393,9 @@ std::string StateName(State s) {
 class QueueOp final : public Op {
  public:
   QueueOp(std::string queue, bool paused, std::string principal, std::function<void(Status)> done)
-      : queue_(std::move(queue)), paused_(paused), principal_(std::move(principal)),
+      : queue_(std::move(queue)),
+        paused_(paused),
+        principal_(std::move(principal)),
         done_(std::move(done)) {}
 
   void Apply(Txn& txn, const StoreOptions&) override {
@@ -414,9 +416,7 @@ class QueueOp final : public Op {
     txn.WriteQueue(queue_, *rec);
   }
 
-  void Finish(const Status& write_status) override {
-    done_(result_.ok() ? write_status : result_);
-  }
+  void Finish(const Status& write_status) override { done_(result_.ok() ? write_status : result_); }
 
  private:
   std::string queue_;
@@ -603,9 +603,8 @@ class JobStore::Impl {
 
   SnapshotPtr TakeSnapshot() {
     rocksdb::DB* raw = db.get();
-    return SnapshotPtr(raw->GetSnapshot(), [raw](const rocksdb::Snapshot* s) {
-      raw->ReleaseSnapshot(s);
-    });
+    return SnapshotPtr(raw->GetSnapshot(),
+                       [raw](const rocksdb::Snapshot* s) { raw->ReleaseSnapshot(s); });
   }
 
   void Submit(std::unique_ptr<Op> op) {
@@ -784,7 +783,8 @@ Result<std::unique_ptr<JobStore>> JobStore::Open(StoreOptions options) {
     if (s.IsIOError() && text.find("lock") != std::string::npos) {
       return Status::Unavailable("data dir " + impl->opts.data_dir +
                                  " is locked by another process (is another ledgerqd running "
-                                 "on it?): " + text);
+                                 "on it?): " +
+                                 text);
     }
     return FromRocks(s, "open database in " + impl->opts.data_dir);
   }
@@ -847,8 +847,8 @@ void JobStore::Transition(std::vector<TransitionItem> items, std::string princip
 
 void JobStore::SetQueuePaused(std::string queue, bool paused, std::string principal,
                               std::function<void(Status)> done) {
-  impl_->Submit(std::make_unique<QueueOp>(std::move(queue), paused, std::move(principal),
-                                          std::move(done)));
+  impl_->Submit(
+      std::make_unique<QueueOp>(std::move(queue), paused, std::move(principal), std::move(done)));
 }
 
 Status JobStore::ScanQueues(
@@ -904,14 +904,13 @@ Result<JobRecord> JobStore::GetJobByIdempotencyKey(const std::string& queue,
   return GetJob(rec.job_id());
 }
 
-Status JobStore::ScanJobs(const std::function<bool(const JobRecord&)>& fn,
-                          uint64_t from_id) const {
+Status JobStore::ScanJobs(const std::function<bool(const JobRecord&)>& fn, uint64_t from_id) const {
   Impl::SnapshotPtr hold;
   auto it = impl_->DurableIterator(Cf::kJobs, &hold);
   for (it->Seek(EncodeU64(from_id)); it->Valid(); it->Next()) {
     JobRecord rec;
-    LEDGERQ_RETURN_IF_ERROR(DecodeRecord(
-        std::string_view(it->value().data(), it->value().size()), kJobFormatVersion, &rec, "job"));
+    LEDGERQ_RETURN_IF_ERROR(DecodeRecord(std::string_view(it->value().data(), it->value().size()),
+                                         kJobFormatVersion, &rec, "job"));
     if (!fn(rec)) break;
   }
   return FromRocks(it->status(), "scan jobs");
@@ -957,9 +956,9 @@ Result<VerifyReport> VerifyChain(const std::string& data_dir) {
   }
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
-  LEDGERQ_RETURN_IF_ERROR(FromRocks(
-      rocksdb::DB::OpenForReadOnly(rocksdb::DBOptions(), path, descs, &handles, &raw),
-      "open " + data_dir + " read-only"));
+  LEDGERQ_RETURN_IF_ERROR(
+      FromRocks(rocksdb::DB::OpenForReadOnly(rocksdb::DBOptions(), path, descs, &handles, &raw),
+                "open " + data_dir + " read-only"));
   std::unique_ptr<rocksdb::DB> db(raw);
   rocksdb::ColumnFamilyHandle* log = nullptr;
   rocksdb::ColumnFamilyHandle* meta = nullptr;
@@ -994,8 +993,8 @@ Result<VerifyReport> VerifyChain(const std::string& data_dir) {
       }
       auto ev = DecodeEvent(std::string_view(it->value().data(), it->value().size()));
       EventBody body;
-      if (!ev.ok() || !body.ParseFromArray(ev->body_bytes.data(),
-                                           static_cast<int>(ev->body_bytes.size()))) {
+      if (!ev.ok() ||
+          !body.ParseFromArray(ev->body_bytes.data(), static_cast<int>(ev->body_bytes.size()))) {
         fail(expected, "event " + std::to_string(expected) + " cannot be decoded");
         break;
       }
@@ -1028,20 +1027,17 @@ Result<VerifyReport> VerifyChain(const std::string& data_dir) {
     v1::ChainHead head;
     if (s.IsNotFound()) {
       if (report.events != 0) fail(1, "the chain head record is missing");
-    } else if (!s.ok() ||
-               !DecodeRecord(value, kMetaFormatVersion, &head, "chain head").ok()) {
+    } else if (!s.ok() || !DecodeRecord(value, kMetaFormatVersion, &head, "chain head").ok()) {
       fail(report.events + 1, "the chain head record is unreadable");
     } else if (head.seq() > report.events) {
-      fail(report.events + 1, "events " + std::to_string(report.events + 1) + ".." +
-                                  std::to_string(head.seq()) +
-                                  " are missing (the chain head names " +
-                                  std::to_string(head.seq()) + ")");
+      fail(report.events + 1,
+           "events " + std::to_string(report.events + 1) + ".." + std::to_string(head.seq()) +
+               " are missing (the chain head names " + std::to_string(head.seq()) + ")");
     } else if (head.seq() < report.events) {
-      fail(head.seq() + 1, "events after " + std::to_string(head.seq()) +
-                               " are not covered by the chain head");
+      fail(head.seq() + 1,
+           "events after " + std::to_string(head.seq()) + " are not covered by the chain head");
     } else if (head.hash() != AsBytes(prev)) {
-      fail(head.seq(), "the chain head's hash does not match event " +
-                           std::to_string(head.seq()));
+      fail(head.seq(), "the chain head's hash does not match event " + std::to_string(head.seq()));
     }
   }
   report.head = prev;

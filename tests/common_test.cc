@@ -35,8 +35,7 @@ TEST_CASE("durations format shortest and exact enough", "[common]") {
 }
 
 TEST_CASE("sha256 matches the standard test vector", "[common]") {
-  CHECK(ToHex(Sha256("abc")) ==
-        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  CHECK(ToHex(Sha256("abc")) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   CHECK(Sha256Pair("ab", "c") == Sha256("abc"));
 }
 

@@ -5,12 +5,12 @@
 // wait; time moves only through FakeClock::Advance followed by Poke and a settle barrier (a
 // strand Sync, then a store barrier so the committer's callbacks have posted back, then Sync
 // again). Nothing relies on a real-time sleep for correctness.
-#include <catch2/catch.hpp>
-
-#include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/io_context.hpp>
+#include "scheduler/dispatcher.h"
 
 #include <atomic>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <condition_variable>
 #include <future>
@@ -23,7 +23,6 @@
 #include <vector>
 
 #include "common/clock.h"
-#include "scheduler/dispatcher.h"
 #include "scheduler/retry_policy.h"
 #include "scheduler/transitions.h"
 #include "storage/job_store.h"
@@ -1036,8 +1035,7 @@ TEST_CASE("dispatcher: long-poll leases: woken by an enqueue, time out, can be c
   }
 }
 
-TEST_CASE("dispatcher: a retry that is due at once wakes a parked long-poll",
-          "[dispatcher]") {
+TEST_CASE("dispatcher: a retry that is due at once wakes a parked long-poll", "[dispatcher]") {
   // A retry whose run_at has already come when it is indexed (retry_after 0 here; with a real
   // clock, any backoff shorter than the commit latency) is SCHEDULED in storage but goes straight
   // into the ready set, never into the delayed heap: indexing it must wake parked polls.

@@ -1,6 +1,6 @@
-#include <catch2/catch.hpp>
-
 #include "scheduler/retry_policy.h"
+
+#include <catch2/catch.hpp>
 
 using namespace ledgerq::scheduler;
 using namespace std::chrono_literals;

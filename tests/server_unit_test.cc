@@ -1,5 +1,6 @@
-#include <catch2/catch.hpp>
 #include <google/protobuf/util/time_util.h>
+
+#include <catch2/catch.hpp>
 
 #include "server/config.h"
 #include "server/http_server.h"
@@ -63,10 +64,10 @@ TEST_CASE("every validation rule names its field", "[server]") {
          for (int i = 0; i < 65; ++i) (*r.mutable_labels())["k" + std::to_string(i)] = "v";
        },
        "labels"},
-      {"label value too long",
-       [](auto& r) { (*r.mutable_labels())["k"] = std::string(257, 'v'); }, "labels"},
-      {"label key too long",
-       [](auto& r) { (*r.mutable_labels())[std::string(257, 'k')] = "v"; }, "labels"},
+      {"label value too long", [](auto& r) { (*r.mutable_labels())["k"] = std::string(257, 'v'); },
+       "labels"},
+      {"label key too long", [](auto& r) { (*r.mutable_labels())[std::string(257, 'k')] = "v"; },
+       "labels"},
       {"empty label key", [](auto& r) { (*r.mutable_labels())[""] = "v"; }, "labels"},
       {"run_at two years ahead",
        [](auto& r) {
@@ -95,8 +96,8 @@ TEST_CASE("every validation rule names its field", "[server]") {
        },
        "traceparent"},
       {"max_attempts too high", [](auto& r) { r.set_max_attempts(1001); }, "max_attempts"},
-      {"idempotency key too long",
-       [](auto& r) { r.set_idempotency_key(std::string(257, 'k')); }, "idempotency_key"},
+      {"idempotency key too long", [](auto& r) { r.set_idempotency_key(std::string(257, 'k')); },
+       "idempotency_key"},
       {"idempotency key with newline", [](auto& r) { r.set_idempotency_key("a\nb"); },
        "idempotency_key"},
   };
@@ -124,8 +125,7 @@ TEST_CASE("a due SCHEDULED job shows READY", "[server]") {
 }
 
 TEST_CASE("status codes map to gRPC codes", "[server]") {
-  CHECK(ToGrpcStatus(Status::AlreadyExists("x")).error_code() ==
-        grpc::StatusCode::ALREADY_EXISTS);
+  CHECK(ToGrpcStatus(Status::AlreadyExists("x")).error_code() == grpc::StatusCode::ALREADY_EXISTS);
   CHECK(ToGrpcStatus(Status::ResourceExhausted("x")).error_code() ==
         grpc::StatusCode::RESOURCE_EXHAUSTED);
   CHECK(ToGrpcStatus(Status::Ok()).ok());
@@ -133,11 +133,10 @@ TEST_CASE("status codes map to gRPC codes", "[server]") {
 
 TEST_CASE("HTTP routing is a pure function of the request", "[server][http]") {
   bool draining = false;
-  HttpRoutes routes{.metrics = [] { return std::string("ledgerq_up 1\n"); },
-                    .alive = [] { return true; },
-                    .not_ready_reason = [&]() -> std::string {
-                      return draining ? "draining" : "";
-                    }};
+  HttpRoutes routes{
+      .metrics = [] { return std::string("ledgerq_up 1\n"); },
+      .alive = [] { return true; },
+      .not_ready_reason = [&]() -> std::string { return draining ? "draining" : ""; }};
   auto get = [&](const std::string& target, http::verb verb = http::verb::get) {
     HttpRequest req{verb, target, 11};
     return Route(req, routes);
@@ -188,12 +187,12 @@ default-max-attempts = 9
     const char* text;
     const char* mention;
   };
-  for (const Bad& b : {Bad{"sync = \"sometimes\"", "sync"}, Bad{"nope = 1", "nope"},
-                       Bad{"dedup-window = \"5\"", "dedup-window"},
-                       Bad{"max-payload-bytes = \"big\"", "max-payload-bytes"},
-                       Bad{"max-payload-bytes = 0", "max-payload-bytes"},
-                       Bad{"default-max-attempts = 0", "default-max-attempts"},
-                       Bad{"data-dir = [", "line 1"}}) {
+  for (const Bad& b :
+       {Bad{"sync = \"sometimes\"", "sync"}, Bad{"nope = 1", "nope"},
+        Bad{"dedup-window = \"5\"", "dedup-window"},
+        Bad{"max-payload-bytes = \"big\"", "max-payload-bytes"},
+        Bad{"max-payload-bytes = 0", "max-payload-bytes"},
+        Bad{"default-max-attempts = 0", "default-max-attempts"}, Bad{"data-dir = [", "line 1"}}) {
     INFO(b.text);
     auto r = ParseConfigToml(b.text, Config{});
     REQUIRE_FALSE(r.ok());

@@ -1,5 +1,4 @@
 #include <catch2/catch.hpp>
-
 #include <future>
 #include <set>
 #include <thread>
@@ -59,10 +58,13 @@ std::unique_ptr<JobStore> OpenStore(const std::string& dir, Clock* clock = nullp
 
 std::vector<EventBody> Events(const JobStore& store) {
   std::vector<EventBody> out;
-  REQUIRE(store.ScanEvents(1, [&](const EventBody& e) {
-                 out.push_back(e);
-                 return true;
-               }).ok());
+  REQUIRE(store
+              .ScanEvents(1,
+                          [&](const EventBody& e) {
+                            out.push_back(e);
+                            return true;
+                          })
+              .ok());
   return out;
 }
 
@@ -136,7 +138,7 @@ TEST_CASE("a batch is written atomically, with a result per item", "[storage]") 
   auto store = OpenStore(dir.path());
   std::vector<NewJob> items;
   for (int i = 0; i < 50; ++i) items.push_back(Job("q", "k" + std::to_string(i)));
-  items.push_back(Job("q", "k0"));               // same key and payload: deduplicated
+  items.push_back(Job("q", "k0"));                // same key and payload: deduplicated
   items.push_back(Job("q", "k1", R"({"x":1})"));  // same key, new payload: conflict
   auto out = EnqueueSync(*store, std::move(items));
   REQUIRE(out.size() == 52);
@@ -206,7 +208,8 @@ TEST_CASE("idempotency keys dedup within the window, survive reopen, expire afte
   }
 }
 
-TEST_CASE("delayed jobs are SCHEDULED, others READY, and only those can be cancelled", "[storage]") {
+TEST_CASE("delayed jobs are SCHEDULED, others READY, and only those can be cancelled",
+          "[storage]") {
   TempDir dir;
   FakeClock clock;
   auto store = OpenStore(dir.path(), &clock);

@@ -12,8 +12,9 @@ namespace ledgerq::storage::testing {
 namespace {
 
 // Opens the store's RocksDB directly and hands `fn` the log family.
-Status WithLog(const std::string& data_dir,
-               const std::function<rocksdb::Status(rocksdb::DB*, rocksdb::ColumnFamilyHandle*)>& fn) {
+Status WithLog(
+    const std::string& data_dir,
+    const std::function<rocksdb::Status(rocksdb::DB*, rocksdb::ColumnFamilyHandle*)>& fn) {
   std::vector<std::string> names;
   const std::string path = data_dir + "/db";
   auto s = rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), path, &names);

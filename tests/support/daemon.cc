@@ -55,8 +55,8 @@ Daemon::~Daemon() {
 }
 
 bool Daemon::Start(const std::string& data_dir, const std::vector<std::string>& extra_args) {
-  std::vector<std::string> args = {LedgerqdPath(), "--data-dir", data_dir, "--grpc-listen",
-                                   "127.0.0.1:0", "--http-listen", "127.0.0.1:0"};
+  std::vector<std::string> args = {LedgerqdPath(), "--data-dir",    data_dir,     "--grpc-listen",
+                                   "127.0.0.1:0",  "--http-listen", "127.0.0.1:0"};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   stderr_path_ = data_dir + ".stderr";
   int out[2];
