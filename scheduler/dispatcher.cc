@@ -465,7 +465,9 @@ void Dispatcher::AfterLease(uint64_t wid, const std::shared_ptr<Delivery>& d,
                             const std::vector<LeasedJob>& leased) {
   const Mono now = opts_.clock->MonoNow();
   std::set<Queue*> back;
+  Status write_failure;
   for (size_t i = 0; i < picks.size(); ++i) {
+    if (!rs[i].ok() && IsWriteFailure(rs[i].status())) write_failure = rs[i].status();
     auto it = entries_.find(picks[i]);
     if (it == entries_.end()) continue;  // already settled by a fast worker
     Entry& e = it->second;
@@ -494,8 +496,10 @@ void Dispatcher::AfterLease(uint64_t wid, const std::shared_ptr<Delivery>& d,
     // The caller vanished while its leases were being written: give them back.
     if (wit != waiters_.end()) waiters_.erase(wit);
     std::vector<storage::TransitionItem> undo;
+    std::vector<Token> tokens;
     for (const auto& lj : leased) {
       Token t{lj.job.id(), lj.job.attempts()};
+      tokens.push_back(t);
       auto e = entries_.find(t.job_id);
       if (e != entries_.end() && e->second.phase == Phase::kLeased) {
         SetPhase(t.job_id, e->second, Phase::kSettling);
@@ -504,27 +508,42 @@ void Dispatcher::AfterLease(uint64_t wid, const std::shared_ptr<Delivery>& d,
     }
     if (!undo.empty()) {
       store_->Transition(std::move(undo), "ledgerqd",
-                         [this](std::vector<Result<storage::JobRecord>> urs) {
-                           OnStrand([this, urs = std::move(urs)] {
-                             for (auto& r : urs) {
-                               if (r.ok()) Index(*r);
+                         [this, tokens, duration](std::vector<Result<storage::JobRecord>> urs) {
+                           OnStrand([this, tokens, duration, urs = std::move(urs)] {
+                             for (size_t k = 0; k < urs.size(); ++k) {
+                               if (urs[k].ok()) {
+                                 Index(*urs[k]);
+                                 continue;
+                               }
+                               auto it = entries_.find(tokens[k].job_id);
+                               if (IsWriteFailure(urs[k].status()) && it != entries_.end() &&
+                                   it->second.phase == Phase::kSettling) {
+                                 // Not given back: the lease stands, and expiry will reclaim it.
+                                 it->second.deadline = opts_.clock->MonoNow() + duration;
+                                 SetPhase(tokens[k].job_id, it->second, Phase::kLeased);
+                               } else {
+                                 auto fresh = store_->GetJob(tokens[k].job_id);
+                                 if (fresh.ok()) Index(*fresh);
+                               }
                              }
+                             Arm();
                            });
                          });
     }
+  } else if (wit != waiters_.end() && !write_failure.ok()) {
+    // The store refused the write (e.g. disk full): say so rather than retry in a loop.
+    FinishWaiter(wid, write_failure);
   } else if (wit != waiters_.end()) {
     // Everything picked moved on meanwhile (e.g. cancelled): try again, keep waiting, or answer
     // empty once the wait is over.
     Waiter& w = wit->second;
-    if (!TryLease(w)) {
-      if (w.deadline > now && !stopped_) {
-        w.parked = true;
-        ++parked_polls_;
-        for (const auto& name : w.params.queues) QueueOf(name).waiters.push_back(wid);
-        wait_deadlines_.push({w.deadline, wid});
-      } else {
-        FinishWaiter(wid, std::vector<LeasedJob>{});
-      }
+    if (stopped_ || w.deadline <= now) {
+      FinishWaiter(wid, std::vector<LeasedJob>{});
+    } else if (!TryLease(w)) {
+      w.parked = true;
+      ++parked_polls_;
+      for (const auto& name : w.params.queues) QueueOf(name).waiters.push_back(wid);
+      wait_deadlines_.push({w.deadline, wid});
     }
   }
   for (Queue* q : back) Wake(*q);
@@ -544,6 +563,8 @@ void Dispatcher::Heartbeat(std::vector<Token> tokens, microseconds extend_by,
     auto out = std::make_shared<std::vector<HeartbeatOutcome>>(tokens.size());
     std::vector<storage::TransitionItem> items;
     auto slots = std::make_shared<std::vector<size_t>>();
+    // (deadline before, deadline set) per extension, to undo them if the write fails.
+    auto previous = std::make_shared<std::vector<std::pair<Mono, Mono>>>();
     for (size_t i = 0; i < tokens.size(); ++i) {
       HeartbeatOutcome& o = (*out)[i];
       o.token = tokens[i];
@@ -563,6 +584,7 @@ void Dispatcher::Heartbeat(std::vector<Token> tokens, microseconds extend_by,
         o.message = "lease " + TokenText(tokens[i]) + " reached its 12h limit";
         continue;
       }
+      previous->push_back({e.deadline, deadline});
       e.deadline = deadline;
       deadlines_.push({deadline, tokens[i].job_id});
       o.deadline_us = wall + std::chrono::duration_cast<microseconds>(deadline - now).count();
@@ -573,22 +595,36 @@ void Dispatcher::Heartbeat(std::vector<Token> tokens, microseconds extend_by,
       cb(std::move(*out));
       return;
     }
-    store_->Transition(
-        std::move(items), principal,
-        [out, slots, cb = std::move(cb)](std::vector<Result<storage::JobRecord>> rs) {
-          for (size_t k = 0; k < rs.size(); ++k) {
-            if (rs[k].ok()) continue;
-            if (IsWriteFailure(rs[k].status())) {
-              cb(rs[k].status());
-              return;
-            }
-            HeartbeatOutcome& o = (*out)[(*slots)[k]];
-            o.lost = true;
-            o.deadline_us = 0;
-            o.message = rs[k].status().message();
-          }
-          cb(std::move(*out));
-        });
+    store_->Transition(std::move(items), principal,
+                       [this, tokens, out, slots, previous,
+                        cb = std::move(cb)](std::vector<Result<storage::JobRecord>> rs) {
+                         for (size_t k = 0; k < rs.size(); ++k) {
+                           if (rs[k].ok()) continue;
+                           if (IsWriteFailure(rs[k].status())) {
+                             // Nothing was extended on disk: neither is it in memory.
+                             OnStrand([this, tokens, slots, previous] {
+                               for (size_t j = 0; j < slots->size(); ++j) {
+                                 const Token& t = tokens[(*slots)[j]];
+                                 auto it = entries_.find(t.job_id);
+                                 if (it != entries_.end() && it->second.phase == Phase::kLeased &&
+                                     it->second.attempt == t.attempt &&
+                                     it->second.deadline == (*previous)[j].second) {
+                                   it->second.deadline = (*previous)[j].first;
+                                   deadlines_.push({it->second.deadline, t.job_id});
+                                 }
+                               }
+                               Arm();
+                             });
+                             cb(rs[k].status());
+                             return;
+                           }
+                           HeartbeatOutcome& o = (*out)[(*slots)[k]];
+                           o.lost = true;
+                           o.deadline_us = 0;
+                           o.message = rs[k].status().message();
+                         }
+                         cb(std::move(*out));
+                       });
   });
 }
 

@@ -165,10 +165,12 @@ Status ToNewJob(const v1::EnqueueRequest& req, const EnqueueLimits& limits, int6
   if (req.has_retry_policy()) {
     const auto& rp = req.retry_policy();
     storage::v1::RetryPolicyRecord r;
-    auto duration_us = [](const google::protobuf::Duration& d) {
+    constexpr int64_t kDay = 86400LL * 1'000'000;
+    // Out-of-range seconds map to -1 (rejected below) instead of overflowing the conversion.
+    auto duration_us = [](const google::protobuf::Duration& d) -> int64_t {
+      if (d.seconds() < 0 || d.seconds() > 8 * 86400 || d.nanos() < 0) return -1;
       return TimeUtil::DurationToMicroseconds(d);
     };
-    constexpr int64_t kDay = 86400LL * 1'000'000;
     if (rp.has_backoff_base()) {
       int64_t us = duration_us(rp.backoff_base());
       if (us < 1000 || us > kDay) {

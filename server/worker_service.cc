@@ -2,6 +2,8 @@
 
 #include <google/protobuf/util/time_util.h>
 
+#include <charconv>
+#include <limits>
 #include <memory>
 
 #include "server/job_mapping.h"
@@ -27,7 +29,10 @@ scheduler::Token ToToken(const v1::LeaseToken& t) { return {t.job_id(), t.attemp
 
 Status CheckDuration(const google::protobuf::Duration& d, microseconds max,
                      const std::string& field, const std::string& max_text) {
-  if (d.seconds() < 0 || d.nanos() < 0 || Us(d) > max) {
+  // Bound the seconds before converting, so a huge value cannot overflow into a small one.
+  const int64_t max_seconds = std::chrono::duration_cast<std::chrono::seconds>(max).count();
+  if (d.seconds() < 0 || d.nanos() < 0 || d.nanos() > 999'999'999 || d.seconds() > max_seconds ||
+      Us(d) > max) {
     return Status::InvalidArgument(field + ": must be between 0 and " + max_text);
   }
   return Status::Ok();
@@ -371,10 +376,11 @@ Result<Page> ParsePage(const v1::ListJobsRequest& req) {
   if (req.page_size()) p.size = req.page_size();
   if (!req.page_token().empty()) {
     const std::string& t = req.page_token();
-    if (t.size() > 20 || t.find_first_not_of("0123456789") != std::string::npos) {
+    auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), p.after);
+    if (ec != std::errc() || end != t.data() + t.size() ||
+        p.after == std::numeric_limits<uint64_t>::max()) {
       return Status::InvalidArgument("page_token: not a token this server gave out");
     }
-    p.after = std::stoull(t);
   }
   return p;
 }

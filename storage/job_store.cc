@@ -657,28 +657,39 @@ class JobStore::Impl {
   void SyncStageLoop() {
     std::deque<Group> batch;
     while (to_sync.PopAll(&batch)) {
-      bool need = false;
-      for (auto& g : batch) need |= g.needs_sync && g.status.ok();
-      if (need) {
-        const auto start = std::chrono::steady_clock::now();
-        Status st = FromRocks(db->SyncWAL(), "fsync of the write-ahead log");
-        const double secs =
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        if (opts.on_wal_sync) opts.on_wal_sync(secs);
-        if (!st.ok()) {
-          // What was written may or may not be on disk, and later groups build on it: stop
-          // accepting writes. A restart recovers a consistent prefix from the WAL.
-          failed = true;
-          std::lock_guard lock(durable_mu);
-          failure = Status::Unavailable(st.message() + "; restart ledgerqd to recover");
-          for (auto& g : batch) {
-            if (g.needs_sync && g.status.ok()) g.status = failure;
+      Status failed_now;
+      if (failed) {
+        // After a failed fsync nothing more is acknowledged: later groups were built on writes
+        // that may be lost. (Groups applied after the failure were refused already.)
+        std::lock_guard lock(durable_mu);
+        failed_now = failure;
+      } else {
+        bool need = false;
+        for (auto& g : batch) need |= g.needs_sync && g.status.ok();
+        if (need) {
+          const auto start = std::chrono::steady_clock::now();
+          Status st = FromRocks(db->SyncWAL(), "fsync of the write-ahead log");
+          const double secs =
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+          if (opts.on_wal_sync) opts.on_wal_sync(secs);
+          if (!st.ok()) {
+            // What was written may or may not be on disk, and later groups build on it: stop
+            // accepting writes. A restart recovers a consistent prefix from the WAL.
+            std::lock_guard lock(durable_mu);
+            failure = Status::Unavailable(st.message() + "; restart ledgerqd to recover");
+            failed = true;
+            failed_now = failure;
           }
         }
       }
       {
         std::lock_guard lock(durable_mu);
         for (auto& g : batch) {
+          if (!failed_now.ok()) {
+            // Every group of the batch, answers included: they may have read the lost writes.
+            if (g.status.ok()) g.status = failed_now;
+            continue;
+          }
           if (!g.status.ok()) continue;
           committed_head = g.head;
           if (g.snapshot) durable_snapshot = g.snapshot;

@@ -166,6 +166,7 @@ class Harness {
 
   FakeClock clock;
   Gate gate;
+  std::atomic<bool> fail_writes{false};  // every group write fails as a full disk would
 
  private:
   void OpenStore() {
@@ -174,7 +175,7 @@ class Harness {
     o.clock = &clock;
     o.write_fault = [this]() -> Status {
       gate.Pass();
-      return Status::Ok();
+      return fail_writes ? Status::ResourceExhausted("disk full (injected)") : Status::Ok();
     };
     auto s = JobStore::Open(o);
     REQUIRE(s.ok());
@@ -1198,4 +1199,41 @@ TEST_CASE("dispatcher: release gives a job back, and dead-letters it when attemp
   CHECK(types.back() == sv1::EVENT_DEAD_LETTERED);
   CHECK(StatsOf(h, "q").dead == 1);
   RequireNothingToLease(h);
+}
+
+TEST_CASE("dispatcher: a lease whose write fails is answered with the error, not retried",
+          "[dispatcher]") {
+  Harness h;
+  auto job = Enqueue(h, Job());
+  h.fail_writes = true;
+  auto r = LeaseSync(h, Params("q", 1, 30s, 5s));
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == Code::kResourceExhausted);
+  h.fail_writes = false;
+  h.Settle();
+  CHECK(h.d().Stats().parked_polls == 0);
+  // Nothing was written: the job is still READY and leasable, with no attempt used.
+  auto lj = LeaseOne(h);
+  CHECK(lj.job.id() == job.id());
+  CHECK(lj.job.attempts() == 1);
+}
+
+TEST_CASE("dispatcher: a heartbeat whose write fails does not extend the lease", "[dispatcher]") {
+  Harness h;
+  auto job = Enqueue(h, Job());
+  auto lj = LeaseOne(h, "q", 10s);
+  h.fail_writes = true;
+  Slot<Result<std::vector<HeartbeatOutcome>>> hb;
+  h.d().Heartbeat({TokenOf(lj)}, 60s, std::nullopt, "worker", hb.Callback());
+  auto out = hb.Get();
+  REQUIRE_FALSE(out.ok());
+  h.fail_writes = false;
+  h.Settle();
+  // The lease still ends at its original deadline.
+  h.Advance(11s);
+  auto stored = h.store().GetJob(job.id());
+  REQUIRE(stored.ok());
+  CHECK(stored->state() != sv1::STATE_LEASED);
+  CHECK(stored->errors_size() == 1);
+  CHECK(stored->errors(0).code() == "LEASE_EXPIRED");
 }

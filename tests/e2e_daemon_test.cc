@@ -38,63 +38,32 @@
 #include "common/status.h"
 #include "storage/job_store.h"
 #include "tests/support/daemon.h"
+#include "tests/support/e2e_helpers.h"
 #include "tests/support/temp_dir.h"
 
 namespace {
 
 using ledgerq::Code;
 using ledgerq::client::Client;
-using ledgerq::client::ClientOptions;
 using ledgerq::testing::Daemon;
 using ledgerq::testing::ExitInfo;
 using ledgerq::testing::LedgerqCliPath;
 using ledgerq::testing::LedgerqdPath;
+using ledgerq::testing::MakeClient;
+using ledgerq::testing::NamesNumber;
+using ledgerq::testing::Req;
 using ledgerq::testing::RunCommand;
 using ledgerq::testing::TempDir;
+using ledgerq::testing::Terminate;
 namespace v1 = ledgerq::v1;
 using namespace std::chrono_literals;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-Client MakeClient(const std::string& address, std::chrono::milliseconds timeout = 10'000ms) {
-  ClientOptions o;
-  o.server = address;
-  o.timeout = timeout;
-  return Client(o);
-}
-
-v1::EnqueueRequest Req(const std::string& queue, const std::string& type,
-                       const std::string& payload, const std::string& key = "") {
-  v1::EnqueueRequest r;
-  r.set_queue(queue);
-  r.set_type(type);
-  r.set_payload(payload);
-  r.set_idempotency_key(key);
-  return r;
-}
-
 std::string Lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
   return s;
-}
-
-// True when `text` holds `n` as a whole number (not as part of a longer run of digits).
-bool NamesNumber(const std::string& text, uint64_t n) {
-  const std::string digits = std::to_string(n);
-  for (size_t p = text.find(digits); p != std::string::npos; p = text.find(digits, p + 1)) {
-    bool left_ok = p == 0 || !std::isdigit(static_cast<unsigned char>(text[p - 1]));
-    size_t end = p + digits.size();
-    bool right_ok = end >= text.size() || !std::isdigit(static_cast<unsigned char>(text[end]));
-    if (left_ok && right_ok) return true;
-  }
-  return false;
-}
-
-// Sends SIGTERM and reaps the daemon.
-ExitInfo Terminate(Daemon& d) {
-  d.Signal(SIGTERM);
-  return d.Wait();
 }
 
 struct TimedRun {

@@ -15,7 +15,6 @@
 #include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
-#include <cctype>
 #include <chrono>
 #include <cstdint>
 #include <fstream>
@@ -32,6 +31,7 @@
 #include "common/status.h"
 #include "storage/job_store.h"
 #include "tests/support/daemon.h"
+#include "tests/support/e2e_helpers.h"
 #include "tests/support/temp_dir.h"
 
 extern char** environ;
@@ -40,12 +40,15 @@ namespace {
 
 using ledgerq::Code;
 using ledgerq::client::Client;
-using ledgerq::client::ClientOptions;
 using ledgerq::testing::Daemon;
 using ledgerq::testing::ExitInfo;
 using ledgerq::testing::LedgerqCliPath;
+using ledgerq::testing::MakeClient;
+using ledgerq::testing::NamesNumber;
+using ledgerq::testing::Req;
 using ledgerq::testing::RunCommand;
 using ledgerq::testing::TempDir;
+using ledgerq::testing::Terminate;
 namespace v1 = ledgerq::v1;
 namespace sv1 = ledgerq::storage::v1;
 using namespace std::chrono_literals;
@@ -53,23 +56,6 @@ using SteadyClock = std::chrono::steady_clock;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-Client MakeClient(const std::string& address, std::chrono::milliseconds timeout = 10'000ms) {
-  ClientOptions o;
-  o.server = address;
-  o.timeout = timeout;
-  return Client(o);
-}
-
-v1::EnqueueRequest Req(const std::string& queue, const std::string& type,
-                       const std::string& payload, const std::string& key = "") {
-  v1::EnqueueRequest r;
-  r.set_queue(queue);
-  r.set_type(type);
-  r.set_payload(payload);
-  r.set_idempotency_key(key);
-  return r;
-}
 
 google::protobuf::Duration Seconds(int64_t s, int32_t nanos = 0) {
   google::protobuf::Duration d;
@@ -98,23 +84,6 @@ v1::CompleteRequest CompleteReq(const v1::LeaseToken& token, const std::string& 
 
 std::string TokenText(const v1::LeaseToken& t) {
   return "(job " + std::to_string(t.job_id()) + ", attempt " + std::to_string(t.attempt()) + ")";
-}
-
-// True when `text` holds `n` as a whole number (not as part of a longer run of digits).
-bool NamesNumber(const std::string& text, uint64_t n) {
-  const std::string digits = std::to_string(n);
-  for (size_t p = text.find(digits); p != std::string::npos; p = text.find(digits, p + 1)) {
-    bool left_ok = p == 0 || !std::isdigit(static_cast<unsigned char>(text[p - 1]));
-    size_t end = p + digits.size();
-    bool right_ok = end >= text.size() || !std::isdigit(static_cast<unsigned char>(text[end]));
-    if (left_ok && right_ok) return true;
-  }
-  return false;
-}
-
-ExitInfo Terminate(Daemon& d) {
-  d.Signal(SIGTERM);
-  return d.Wait();
 }
 
 std::string ReadFile(const std::string& path) {
@@ -200,6 +169,12 @@ class ChildProcess {
     if (pid_ > 0) ::kill(pid_, sig);
   }
 
+  // Sends SIGTERM and reaps the child as Wait does.
+  ExitInfo Stop(std::chrono::milliseconds limit, bool* timed_out) {
+    Signal(SIGTERM);
+    return Wait(limit, timed_out);
+  }
+
   // Reaps the child, SIGKILLing it if it has not exited within `limit` (timed_out is then set).
   ExitInfo Wait(std::chrono::milliseconds limit, bool* timed_out) {
     *timed_out = false;
@@ -256,12 +231,29 @@ nlohmann::json QueueJson(const std::string& server, const std::string& queue, st
   return nullptr;
 }
 
+// The argv of the CLI against `server` with `args`.
+std::vector<std::string> CliArgv(const std::string& server, const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {LedgerqCliPath(), "--server", server};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
+}
+
 // Runs the CLI against `server` with `args`; returns exit info, output in *out / *err.
 ExitInfo Cli(const std::string& server, std::vector<std::string> args, std::string* out,
              std::string* err) {
-  std::vector<std::string> argv = {LedgerqCliPath(), "--server", server};
-  argv.insert(argv.end(), args.begin(), args.end());
-  return RunCommand(argv, out, err);
+  return RunCommand(CliArgv(server, args), out, err);
+}
+
+// The argv of `ledgerq work` against `server` taking jobs from `queue`, with `flags`, running
+// `script` for each.
+std::vector<std::string> WorkArgv(const std::string& server, const std::string& queue,
+                                  const std::vector<std::string>& flags,
+                                  const std::string& script) {
+  std::vector<std::string> args = {"work", "--queue", queue};
+  args.insert(args.end(), flags.begin(), flags.end());
+  args.push_back("--");
+  args.push_back(script);
+  return CliArgv(server, args);
 }
 
 // The script of the first test: fails twice (exit 3, a message on stderr), then succeeds and
@@ -327,8 +319,7 @@ TEST_CASE("ledgerq work retries a failing command with backoff until it succeeds
 
   ChildProcess worker;
   const std::string worker_err = tmp.Sub("worker.stderr");
-  REQUIRE(worker.Start({LedgerqCliPath(), "--server", server, "work", "--queue", "q",
-                        "--concurrency", "2", "--lease", "5s", "--", script},
+  REQUIRE(worker.Start(WorkArgv(server, "q", {"--concurrency", "2", "--lease", "5s"}, script),
                        tmp.Sub("worker.stdout"), worker_err));
 
   // Two failures each, with backoff drawn from [0, 1s) then [0, 2s): a few seconds.
@@ -353,9 +344,8 @@ TEST_CASE("ledgerq work retries a failing command with backoff until it succeeds
       30s, 100ms);
   const double took = SecondsSince(started);
 
-  worker.Signal(SIGTERM);
   bool timed_out = false;
-  ExitInfo exit = worker.Wait(15s, &timed_out);
+  ExitInfo exit = worker.Stop(15s, &timed_out);
   const std::string err_text = ReadFile(worker_err);
   INFO("worker stderr:\n" << err_text);
   INFO("poll: " << poll_problem << " (" << took << " s)");
@@ -418,9 +408,8 @@ TEST_CASE("a permanent exit code dead-letters at once and dlq list and redrive h
   {
     ChildProcess worker;
     const std::string worker_err = tmp.Sub("worker.stderr");
-    REQUIRE(worker.Start({LedgerqCliPath(), "--server", server, "work", "--queue", "q", "--lease",
-                          "5s", "--", script},
-                         tmp.Sub("worker.stdout"), worker_err));
+    REQUIRE(worker.Start(WorkArgv(server, "q", {"--lease", "5s"}, script), tmp.Sub("worker.stdout"),
+                         worker_err));
     bool is_dead = WaitFor(
         [&] {
           auto j = client.GetJob(id);
@@ -430,9 +419,8 @@ TEST_CASE("a permanent exit code dead-letters at once and dlq list and redrive h
         },
         15s);
     // Stop the worker before the redrive, or it would take the job again.
-    worker.Signal(SIGTERM);
     bool timed_out = false;
-    ExitInfo exit = worker.Wait(15s, &timed_out);
+    ExitInfo exit = worker.Stop(15s, &timed_out);
     INFO("worker stderr:\n" << ReadFile(worker_err));
     INFO(dead.ShortDebugString());
     REQUIRE(is_dead);
@@ -526,9 +514,8 @@ TEST_CASE("SIGTERM makes ledgerq work drain its running command and exit 0", "[e
 
   ChildProcess worker;
   const std::string worker_err = tmp.Sub("worker.stderr");
-  REQUIRE(worker.Start(
-      {LedgerqCliPath(), "--server", server, "work", "--queue", "q", "--lease", "5s", "--", script},
-      tmp.Sub("worker.stdout"), worker_err));
+  REQUIRE(worker.Start(WorkArgv(server, "q", {"--lease", "5s"}, script), tmp.Sub("worker.stdout"),
+                       worker_err));
   // SIGTERM while the command runs.
   REQUIRE(WaitFor(
       [&] {
@@ -537,9 +524,8 @@ TEST_CASE("SIGTERM makes ledgerq work drain its running command and exit 0", "[e
       },
       10s, 20ms));
   std::this_thread::sleep_for(200ms);
-  worker.Signal(SIGTERM);
   bool timed_out = false;
-  ExitInfo exit = worker.Wait(10s, &timed_out);
+  ExitInfo exit = worker.Stop(10s, &timed_out);
   INFO("worker stderr:\n" << ReadFile(worker_err));
   CHECK_FALSE(timed_out);
   CHECK(exit.exited);
@@ -1069,6 +1055,23 @@ TEST_CASE("invalid worker calls are INVALID_ARGUMENT naming the field", "[e2e][w
     auto r = client.Redrive(rd);
     REQUIRE_FALSE(r.ok());
     expect_invalid(r.status(), "Redrive with both ids and queue", {"ids", "queue"});
+  }
+  {
+    // A duration whose microseconds would overflow int64 must not slip through as a small one.
+    v1::ReleaseRequest rel;
+    *rel.mutable_token() = token;
+    rel.mutable_delay()->set_seconds(9'223'372'036'855);
+    auto r = client.Release(rel);
+    REQUIRE_FALSE(r.ok());
+    expect_invalid(r.status(), "Release with an overflowing delay", {"delay"});
+  }
+  for (const char* bad : {"99999999999999999999", "18446744073709551615", "12x", "-1"}) {
+    v1::ListJobsRequest lj;
+    lj.set_queue("q");
+    lj.set_page_token(bad);
+    auto r = client.ListJobs(lj);
+    REQUIRE_FALSE(r.ok());
+    expect_invalid(r.status(), std::string("ListJobs with page_token ") + bad, {"page_token"});
   }
   // The invalid calls changed nothing: the lease still stands.
   auto after = client.GetJob(enq->job().id());
