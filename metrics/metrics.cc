@@ -3,71 +3,203 @@
 #include <prometheus/text_serializer.h>
 
 namespace ledgerq::metrics {
+namespace {
 
 using prometheus::BuildCounter;
 using prometheus::BuildGauge;
 using prometheus::BuildHistogram;
+using prometheus::Histogram;
+
+template <typename Builder>
+auto& Make(Builder b, const char* name, const char* help, prometheus::Registry& r) {
+  return b.Name(name).Help(help).Register(r);
+}
+
+// Seconds, from 1 ms to 1 h: job waits and runs span that whole range.
+const Histogram::BucketBoundaries& JobSecondsBuckets() {
+  static const Histogram::BucketBoundaries kBuckets{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                    0.1,   0.25,   0.5,   1,    2.5,   5,
+                                                    10,    30,     60,    300,  900,   3600};
+  return kBuckets;
+}
+
+}  // namespace
 
 Metrics::Metrics(const std::string& version)
     : registry_(std::make_shared<prometheus::Registry>()),
-      enqueued_(BuildCounter()
-                    .Name("ledgerq_jobs_enqueued_total")
-                    .Help("Jobs created by Enqueue or EnqueueBatch")
-                    .Register(*registry_)),
-      deduplicated_(BuildCounter()
-                        .Name("ledgerq_jobs_deduplicated_total")
-                        .Help("Submissions answered with an existing job by idempotency key")
-                        .Register(*registry_)),
-      cancelled_(BuildCounter()
-                     .Name("ledgerq_jobs_cancelled_total")
-                     .Help("Jobs cancelled before they ran")
-                     .Register(*registry_)),
-      grpc_requests_(BuildCounter()
-                         .Name("ledgerq_grpc_requests_total")
-                         .Help("gRPC requests handled, by method and status code")
-                         .Register(*registry_)),
-      wal_write_seconds_(
-          BuildHistogram()
-              .Name("ledgerq_wal_sync_duration_seconds")
-              .Help("Duration of one fsync of the write-ahead log (shared by every group written "
-                    "since the previous one)")
-              .Register(*registry_)
-              .Add({}, prometheus::Histogram::BucketBoundaries{0.0001, 0.00025, 0.0005, 0.001,
-                                                               0.0025, 0.005, 0.01, 0.025, 0.05,
-                                                               0.1, 0.25, 1})),
-      group_commit_size_(BuildHistogram()
-                             .Name("ledgerq_group_commit_transitions")
-                             .Help("Transitions (requests) sharing one group-commit write")
-                             .Register(*registry_)
-                             .Add({}, prometheus::Histogram::BucketBoundaries{
-                                          1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024})) {
-  BuildGauge()
-      .Name("ledgerq_build_info")
-      .Help("Build information; the value is always 1")
-      .Register(*registry_)
+      enqueued_(Make(BuildCounter(), "ledgerq_jobs_enqueued_total",
+                     "Jobs created by Enqueue or EnqueueBatch", *registry_)),
+      deduplicated_(Make(BuildCounter(), "ledgerq_jobs_deduplicated_total",
+                         "Submissions answered with an existing job by idempotency key",
+                         *registry_)),
+      cancelled_(Make(BuildCounter(), "ledgerq_jobs_cancelled_total",
+                      "Jobs cancelled before they ran", *registry_)),
+      leased_(Make(BuildCounter(), "ledgerq_jobs_leased_total", "Leases granted (attempts started)",
+                   *registry_)),
+      completed_(Make(BuildCounter(), "ledgerq_jobs_completed_total", "Jobs completed",
+                      *registry_)),
+      failed_(Make(BuildCounter(), "ledgerq_jobs_failed_total",
+                   "Attempts reported failed by workers, by kind (transient or permanent)",
+                   *registry_)),
+      errors_(Make(BuildCounter(), "ledgerq_job_errors_total",
+                   "Failed attempts by error code (at most 20 codes per queue and type; the rest "
+                   "as \"other\")",
+                   *registry_)),
+      retried_(Make(BuildCounter(), "ledgerq_jobs_retried_total",
+                    "Retries scheduled after a transient failure or an expired lease", *registry_)),
+      dead_lettered_(Make(BuildCounter(), "ledgerq_jobs_dead_lettered_total",
+                          "Jobs moved to the dead letters, by reason", *registry_)),
+      redriven_(Make(BuildCounter(), "ledgerq_jobs_redriven_total",
+                     "Dead jobs moved back to READY by an operator", *registry_)),
+      lease_expired_(Make(BuildCounter(), "ledgerq_lease_expired_total",
+                          "Leases that expired without a heartbeat", *registry_)),
+      grpc_requests_(Make(BuildCounter(), "ledgerq_grpc_requests_total",
+                          "gRPC requests handled, by method and status code", *registry_)),
+      queue_wait_(Make(BuildHistogram(), "ledgerq_queue_wait_seconds",
+                       "Time from a job becoming ready to its lease", *registry_)),
+      attempt_duration_(Make(BuildHistogram(), "ledgerq_attempt_duration_seconds",
+                             "Time from a lease to its completion, failure or expiry",
+                             *registry_)),
+      end_to_end_(Make(BuildHistogram(), "ledgerq_job_end_to_end_seconds",
+                       "Time from submission to completion", *registry_)),
+      jobs_(Make(BuildGauge(), "ledgerq_jobs", "Jobs by queue and state", *registry_)),
+      oldest_ready_(Make(BuildGauge(), "ledgerq_queue_oldest_ready_age_seconds",
+                         "Age of the oldest READY job of the queue (0 when none)", *registry_)),
+      paused_(Make(BuildGauge(), "ledgerq_queue_paused", "1 when the queue is paused",
+                   *registry_)),
+      active_leases_(Make(BuildGauge(), "ledgerq_active_leases", "Leases currently held",
+                          *registry_)
+                         .Add({})),
+      parked_polls_(Make(BuildGauge(), "ledgerq_parked_long_polls",
+                         "Lease calls waiting for a job", *registry_)
+                        .Add({})),
+      sst_bytes_(Make(BuildGauge(), "ledgerq_rocksdb_live_sst_bytes",
+                      "Bytes of live RocksDB SST files", *registry_)
+                     .Add({})),
+      pending_compaction_(Make(BuildGauge(), "ledgerq_rocksdb_pending_compaction_bytes",
+                               "RocksDB's estimate of bytes compaction still has to rewrite",
+                               *registry_)
+                              .Add({})),
+      wal_sync_seconds_(
+          Make(BuildHistogram(), "ledgerq_wal_sync_duration_seconds",
+               "Duration of one fsync of the write-ahead log (shared by every group written "
+               "since the previous one)",
+               *registry_)
+              .Add({}, Histogram::BucketBoundaries{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                                   0.01, 0.025, 0.05, 0.1, 0.25, 1})),
+      group_commit_size_(Make(BuildHistogram(), "ledgerq_group_commit_transitions",
+                              "Transitions (requests) sharing one group write", *registry_)
+                             .Add({}, Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128,
+                                                                  256, 512, 1024})) {
+  Make(BuildGauge(), "ledgerq_build_info", "Build information; the value is always 1", *registry_)
       .Add({{"version", version}})
       .Set(1);
 }
 
+prometheus::Counter& Metrics::Count(prometheus::Family<prometheus::Counter>& f, Labels labels) {
+  return f.Add(labels);
+}
+
+std::string Metrics::BoundedCode(const std::string& queue, const std::string& type,
+                                 const std::string& code) {
+  std::lock_guard lock(codes_mu_);
+  auto& seen = codes_[{queue, type}];
+  if (seen.count(code)) return code;
+  if (seen.size() >= kMaxErrorCodes) return "other";
+  seen.insert(code);
+  return code;
+}
+
 void Metrics::JobEnqueued(const std::string& queue, const std::string& type) {
-  enqueued_.Add({{"queue", queue}, {"type", type}}).Increment();
+  Count(enqueued_, {{"queue", queue}, {"type", type}}).Increment();
 }
 
 void Metrics::JobDeduplicated(const std::string& queue, const std::string& type) {
-  deduplicated_.Add({{"queue", queue}, {"type", type}}).Increment();
+  Count(deduplicated_, {{"queue", queue}, {"type", type}}).Increment();
 }
 
 void Metrics::JobCancelled(const std::string& queue, const std::string& type) {
-  cancelled_.Add({{"queue", queue}, {"type", type}}).Increment();
+  Count(cancelled_, {{"queue", queue}, {"type", type}}).Increment();
+}
+
+void Metrics::JobLeased(const std::string& queue, const std::string& type, double wait_seconds) {
+  Labels l{{"queue", queue}, {"type", type}};
+  Count(leased_, l).Increment();
+  if (wait_seconds >= 0) queue_wait_.Add(l, JobSecondsBuckets()).Observe(wait_seconds);
+}
+
+void Metrics::JobCompleted(const std::string& queue, const std::string& type,
+                           double attempt_seconds, double end_to_end_seconds) {
+  Labels l{{"queue", queue}, {"type", type}};
+  Count(completed_, l).Increment();
+  if (attempt_seconds >= 0) {
+    attempt_duration_.Add(l, JobSecondsBuckets()).Observe(attempt_seconds);
+  }
+  if (end_to_end_seconds >= 0) end_to_end_.Add(l, JobSecondsBuckets()).Observe(end_to_end_seconds);
+}
+
+void Metrics::JobFailed(const std::string& queue, const std::string& type,
+                        const std::string& kind, const std::string& code,
+                        double attempt_seconds) {
+  Count(failed_, {{"queue", queue}, {"type", type}, {"kind", kind}}).Increment();
+  Count(errors_, {{"queue", queue}, {"type", type}, {"code", BoundedCode(queue, type, code)}})
+      .Increment();
+  if (attempt_seconds >= 0) {
+    attempt_duration_.Add({{"queue", queue}, {"type", type}}, JobSecondsBuckets())
+        .Observe(attempt_seconds);
+  }
+}
+
+void Metrics::LeaseExpired(const std::string& queue, const std::string& type,
+                           double attempt_seconds) {
+  Count(lease_expired_, {{"queue", queue}, {"type", type}}).Increment();
+  if (attempt_seconds >= 0) {
+    attempt_duration_.Add({{"queue", queue}, {"type", type}}, JobSecondsBuckets())
+        .Observe(attempt_seconds);
+  }
+}
+
+void Metrics::JobRetried(const std::string& queue, const std::string& type) {
+  Count(retried_, {{"queue", queue}, {"type", type}}).Increment();
+}
+
+void Metrics::JobDeadLettered(const std::string& queue, const std::string& type,
+                              const std::string& reason) {
+  Count(dead_lettered_, {{"queue", queue}, {"type", type}, {"reason", reason}}).Increment();
+}
+
+void Metrics::JobRedriven(const std::string& queue, const std::string& type) {
+  Count(redriven_, {{"queue", queue}, {"type", type}}).Increment();
 }
 
 void Metrics::GrpcRequest(const std::string& method, const char* code) {
-  grpc_requests_.Add({{"method", method}, {"code", code}}).Increment();
+  Count(grpc_requests_, {{"method", method}, {"code", code}}).Increment();
 }
 
 void Metrics::GroupWritten(size_t ops) { group_commit_size_.Observe(static_cast<double>(ops)); }
 
-void Metrics::WalSynced(double seconds) { wal_write_seconds_.Observe(seconds); }
+void Metrics::WalSynced(double seconds) { wal_sync_seconds_.Observe(seconds); }
+
+void Metrics::SetQueues(const std::vector<QueueGauges>& queues) {
+  for (const auto& q : queues) {
+    const std::pair<const char*, double> states[] = {
+        {"scheduled", q.scheduled}, {"ready", q.ready}, {"leased", q.leased},
+        {"succeeded", q.succeeded}, {"dead", q.dead},   {"cancelled", q.cancelled}};
+    for (const auto& [state, n] : states) jobs_.Add({{"queue", q.queue}, {"state", state}}).Set(n);
+    oldest_ready_.Add({{"queue", q.queue}}).Set(q.oldest_ready_age_seconds);
+    paused_.Add({{"queue", q.queue}}).Set(q.paused ? 1 : 0);
+  }
+}
+
+void Metrics::SetDispatcher(double active_leases, double parked_polls) {
+  active_leases_.Set(active_leases);
+  parked_polls_.Set(parked_polls);
+}
+
+void Metrics::SetStorage(double live_sst_bytes, double pending_compaction_bytes) {
+  sst_bytes_.Set(live_sst_bytes);
+  pending_compaction_.Set(pending_compaction_bytes);
+}
 
 std::string Metrics::Expose() const {
   return prometheus::TextSerializer().Serialize(registry_->Collect());

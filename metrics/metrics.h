@@ -1,7 +1,11 @@
 // metrics/ owns the Prometheus registry: every module records into one Metrics object and the
-// HTTP listener serves Expose(). It is a leaf: it depends on nothing else of ledgerq.
+// HTTP listener serves Expose(). It is a leaf: it depends on nothing else of ledgerq, so callers
+// pass plain names and numbers.
+//
 // Label values are bounded: queue and job type (operator-controlled names), gRPC method and
-// status code. Never a job id, key, payload or other per-job value.
+// status code, a closed set of kinds, reasons and states, and error codes capped per queue and
+// type (kMaxErrorCodes distinct codes, the rest counted as "other"). Never a job id, key,
+// payload or any other per-job value.
 #pragma once
 
 #include <prometheus/counter.h>
@@ -10,34 +14,91 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <map>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
+#include <vector>
 
 namespace ledgerq::metrics {
+
+inline constexpr size_t kMaxErrorCodes = 20;
+
+struct QueueGauges {
+  std::string queue;
+  bool paused = false;
+  double scheduled = 0, ready = 0, leased = 0, succeeded = 0, dead = 0, cancelled = 0;
+  double oldest_ready_age_seconds = 0;
+};
 
 class Metrics {
  public:
   explicit Metrics(const std::string& version);
 
+  // Lifecycle counters, by queue and job type.
   void JobEnqueued(const std::string& queue, const std::string& type);
   void JobDeduplicated(const std::string& queue, const std::string& type);
   void JobCancelled(const std::string& queue, const std::string& type);
+  void JobLeased(const std::string& queue, const std::string& type, double wait_seconds);
+  void JobCompleted(const std::string& queue, const std::string& type, double attempt_seconds,
+                    double end_to_end_seconds);
+  // kind: "transient" or "permanent"; attempt_seconds < 0 when unknown.
+  void JobFailed(const std::string& queue, const std::string& type, const std::string& kind,
+                 const std::string& code, double attempt_seconds);
+  void LeaseExpired(const std::string& queue, const std::string& type, double attempt_seconds);
+  void JobRetried(const std::string& queue, const std::string& type);
+  void JobDeadLettered(const std::string& queue, const std::string& type,
+                       const std::string& reason);
+  void JobRedriven(const std::string& queue, const std::string& type);
+
   void GrpcRequest(const std::string& method, const char* code);
   void GroupWritten(size_t ops);
   void WalSynced(double seconds);
+
+  // Point-in-time state, refreshed by the daemon about once a second.
+  void SetQueues(const std::vector<QueueGauges>& queues);
+  void SetDispatcher(double active_leases, double parked_polls);
+  void SetStorage(double live_sst_bytes, double pending_compaction_bytes);
 
   // The Prometheus text exposition of everything recorded so far.
   std::string Expose() const;
   prometheus::Registry& registry() { return *registry_; }
 
  private:
+  using Labels = std::map<std::string, std::string>;
+  prometheus::Counter& Count(prometheus::Family<prometheus::Counter>& f, Labels labels);
+  std::string BoundedCode(const std::string& queue, const std::string& type,
+                          const std::string& code);
+
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>& enqueued_;
   prometheus::Family<prometheus::Counter>& deduplicated_;
   prometheus::Family<prometheus::Counter>& cancelled_;
+  prometheus::Family<prometheus::Counter>& leased_;
+  prometheus::Family<prometheus::Counter>& completed_;
+  prometheus::Family<prometheus::Counter>& failed_;
+  prometheus::Family<prometheus::Counter>& errors_;
+  prometheus::Family<prometheus::Counter>& retried_;
+  prometheus::Family<prometheus::Counter>& dead_lettered_;
+  prometheus::Family<prometheus::Counter>& redriven_;
+  prometheus::Family<prometheus::Counter>& lease_expired_;
   prometheus::Family<prometheus::Counter>& grpc_requests_;
-  prometheus::Histogram& wal_write_seconds_;
+  prometheus::Family<prometheus::Histogram>& queue_wait_;
+  prometheus::Family<prometheus::Histogram>& attempt_duration_;
+  prometheus::Family<prometheus::Histogram>& end_to_end_;
+  prometheus::Family<prometheus::Gauge>& jobs_;
+  prometheus::Family<prometheus::Gauge>& oldest_ready_;
+  prometheus::Family<prometheus::Gauge>& paused_;
+  prometheus::Gauge& active_leases_;
+  prometheus::Gauge& parked_polls_;
+  prometheus::Gauge& sst_bytes_;
+  prometheus::Gauge& pending_compaction_;
+  prometheus::Histogram& wal_sync_seconds_;
   prometheus::Histogram& group_commit_size_;
+
+  std::mutex codes_mu_;
+  std::map<std::pair<std::string, std::string>, std::set<std::string>> codes_;
 };
 
 }  // namespace ledgerq::metrics

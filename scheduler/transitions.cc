@@ -39,6 +39,7 @@ EventBody Ev(sv1::EventType type, const JobRecord& job) {
   ev.set_attempt(job.attempts());
   ev.set_from_state(job.state());
   ev.set_traceparent(job.traceparent());
+  if (job.state() == sv1::STATE_LEASED) ev.set_attempt_started_us(job.lease_started_us());
   return ev;
 }
 

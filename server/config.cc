@@ -41,6 +41,11 @@ Status CheckLogLevel(const std::string& v, std::string_view field) {
                                  v + "\"");
 }
 
+Status CheckLogFormat(const std::string& v, std::string_view field) {
+  if (v == "text" || v == "json") return Status::Ok();
+  return Status::InvalidArgument(std::string(field) + ": must be text or json; got \"" + v + "\"");
+}
+
 Status CheckDedupWindow(std::chrono::microseconds d, std::string_view field) {
   if (d < std::chrono::seconds(1)) {
     return Status::InvalidArgument(std::string(field) + ": must be at least 1s");
@@ -176,6 +181,9 @@ Result<Config> ParseConfigToml(std::string_view text, Config base) {
     } else if (k == "log-level") {
       LEDGERQ_RETURN_IF_ERROR(set_string(&c.log_level));
       LEDGERQ_RETURN_IF_ERROR(CheckLogLevel(c.log_level, "config: log-level"));
+    } else if (k == "log-format") {
+      LEDGERQ_RETURN_IF_ERROR(set_string(&c.log_format));
+      LEDGERQ_RETURN_IF_ERROR(CheckLogFormat(c.log_format, "config: log-format"));
     } else if (k == "redrive-rate") {
       auto n = v.Number();
       if (!n.ok()) return n.status();
@@ -227,7 +235,8 @@ Result<Config> ParseConfigToml(std::string_view text, Config base) {
 Result<std::optional<Config>> ParseCommandLine(int argc, char** argv) {
   CLI::App app{"ledgerqd: a durable job-queue server"};
   app.set_version_flag("--version", std::string("ledgerqd ") + LEDGERQ_VERSION);
-  std::string config_file, data_dir, grpc_listen, http_listen, sync, dedup_window, log_level;
+  std::string config_file, data_dir, grpc_listen, http_listen, sync, dedup_window, log_level,
+      log_format;
   uint64_t max_payload = 0;
   int64_t max_attempts = 0;
   app.add_option("--config", config_file, "TOML file with the same keys as the long flags");
@@ -242,6 +251,8 @@ Result<std::optional<Config>> ParseCommandLine(int argc, char** argv) {
   app.add_option("--default-max-attempts", max_attempts,
                  "Attempts for jobs that do not set max_attempts (default 5)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off (default info)");
+  app.add_option("--log-format", log_format,
+                 "text or json: one line per lifecycle event, on stderr (default text)");
   // A repeated flag takes its last value, so wrappers (containers, scripts) can override.
   for (CLI::Option* opt : app.get_options()) {
     if (opt->get_expected_max() == 1) opt->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
@@ -292,6 +303,10 @@ Result<std::optional<Config>> ParseCommandLine(int argc, char** argv) {
   if (app.count("--default-max-attempts")) {
     LEDGERQ_RETURN_IF_ERROR(CheckMaxAttempts(max_attempts, "--default-max-attempts"));
     c.retry.max_attempts = static_cast<uint32_t>(max_attempts);
+  }
+  if (app.count("--log-format")) {
+    LEDGERQ_RETURN_IF_ERROR(CheckLogFormat(log_format, "--log-format"));
+    c.log_format = log_format;
   }
   if (app.count("--log-level")) {
     LEDGERQ_RETURN_IF_ERROR(CheckLogLevel(log_level, "--log-level"));

@@ -9,11 +9,13 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <iostream>
 #include <thread>
 
 #include "metrics/metrics.h"
 #include "scheduler/dispatcher.h"
+#include "server/lifecycle.h"
 #include "server/http_server.h"
 #include "server/job_service.h"
 #include "server/worker_service.h"
@@ -27,7 +29,12 @@ Status RunDaemon(const Config& config) {
   if (!http_ep.ok()) return http_ep.status();
 
   metrics::Metrics metrics(LEDGERQ_VERSION);
+  Lifecycle lifecycle(&metrics, spdlog::get("lifecycle"),
+                      config.log_format == "json" ? LogFormat::kJson : LogFormat::kText);
   storage::StoreOptions so;
+  so.on_durable = [&lifecycle](const std::vector<storage::ObservedEvent>& events) {
+    lifecycle.OnDurable(events);
+  };
   so.data_dir = config.data_dir;
   so.sync = config.sync;
   so.dedup_window = config.dedup_window;
@@ -109,6 +116,31 @@ Status RunDaemon(const Config& config) {
             << " data-dir=" << config.data_dir << " sync=" << storage::SyncModeName(config.sync)
             << std::endl;
 
+  // Point-in-time gauges (jobs by state, oldest READY age, leases, polls, disk) once a second.
+  boost::asio::steady_timer gauges(ioc);
+  std::function<void()> refresh = [&] {
+    auto st = dispatcher.Stats();
+    metrics.SetDispatcher(static_cast<double>(st.active_leases),
+                          static_cast<double>(st.parked_polls));
+    auto disk = store->Disk();
+    metrics.SetStorage(static_cast<double>(disk.live_sst_bytes),
+                       static_cast<double>(disk.pending_compaction_bytes));
+    dispatcher.ListQueues([&metrics](std::vector<scheduler::QueueStats> qs) {
+      std::vector<metrics::QueueGauges> out;
+      for (const auto& q : qs) {
+        out.push_back({q.name, q.paused, double(q.scheduled), double(q.ready), double(q.leased),
+                       double(q.succeeded), double(q.dead), double(q.cancelled),
+                       std::chrono::duration<double>(q.oldest_ready_age).count()});
+      }
+      metrics.SetQueues(out);
+    });
+    gauges.expires_after(std::chrono::seconds(1));
+    gauges.async_wait([&](const boost::system::error_code& ec) {
+      if (!ec && !draining) refresh();
+    });
+  };
+  refresh();
+
   std::thread drainer;
   signals.async_wait([&](const boost::system::error_code& ec, int signo) {
     if (ec) return;
@@ -121,6 +153,7 @@ Status RunDaemon(const Config& config) {
       server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
       boost::asio::post(ioc, [&] {
         http.Stop();
+        gauges.cancel();
         ioc.stop();
       });
     });

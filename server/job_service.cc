@@ -28,13 +28,10 @@ void JobServiceImpl::Finish(grpc::ServerUnaryReactor* reactor, const char* metho
   reactor->Finish(st);
 }
 
+// Lifecycle metrics and logs come from the store's durable events (server/lifecycle.h); this
+// only tells the dispatcher about new jobs.
 void JobServiceImpl::Record(const storage::EnqueueOutcome& o) {
-  if (!o.status.ok()) return;
-  if (o.deduplicated) {
-    if (metrics_) metrics_->JobDeduplicated(o.job.queue(), o.job.type());
-    return;
-  }
-  if (metrics_) metrics_->JobEnqueued(o.job.queue(), o.job.type());
+  if (!o.status.ok() || o.deduplicated) return;
   if (observer_.created) observer_.created(o.job);
 }
 
@@ -173,7 +170,6 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext*
   store_->Cancel(req->id(), kAnonymous, req->reason(),
                  [this, reactor, resp](Result<storage::JobRecord> rec) {
                    if (rec.ok()) {
-                     if (metrics_) metrics_->JobCancelled(rec->queue(), rec->type());
                      if (observer_.cancelled) observer_.cancelled(*rec);
                      *resp = ToApiJob(*rec, clock_->WallMicros());
                    }

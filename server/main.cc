@@ -16,7 +16,17 @@ int main(int argc, char** argv) {
   }
   if (!config->has_value()) return 0;  // --help or --version
   const auto& c = **config;
-  spdlog::set_default_logger(spdlog::stderr_logger_mt("ledgerqd"));
+  auto daemon_log = spdlog::stderr_logger_mt("ledgerqd");
+  auto lifecycle_log = spdlog::stderr_logger_mt("lifecycle");
+  if (c.log_format == "json") {
+    // Lifecycle lines are complete JSON objects of their own; daemon messages are wrapped.
+    daemon_log->set_pattern(R"({"ts":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l","msg":"%v"})",
+                            spdlog::pattern_time_type::utc);
+    lifecycle_log->set_pattern("%v");
+  } else {
+    lifecycle_log->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%l] %v");
+  }
+  spdlog::set_default_logger(daemon_log);
   spdlog::set_level(spdlog::level::from_str(c.log_level));
   ledgerq::Status st = ledgerq::server::RunDaemon(c);
   if (!st.ok()) {

@@ -33,6 +33,12 @@ using EventBody = ledgerq::storage::v1::EventBody;
 using State = ledgerq::storage::v1::State;
 using EventType = ledgerq::storage::v1::EventType;
 
+// One appended event and, for job events, the job as it stood right after it.
+struct ObservedEvent {
+  EventBody event;
+  std::optional<JobRecord> job;
+};
+
 enum class SyncMode {
   kAlways,  // fsync every group before acknowledging (default; contract 1)
   kBatch,   // write the WAL per group, fsync it every `batch_sync_interval`
@@ -51,6 +57,9 @@ struct StoreOptions {
   // and the seconds each WAL fsync took (syncer thread).
   std::function<void(size_t ops)> on_group_written;
   std::function<void(double seconds)> on_wal_sync;
+  // Optional observer of every event once its group is durable, in log order, on the finisher
+  // thread and before the group's callbacks (metrics and lifecycle logs hang off it).
+  std::function<void(const std::vector<ObservedEvent>&)> on_durable;
   // Fault seam for tests: consulted before every group write; a non-OK status fails the whole
   // group exactly as a failed RocksDB write would.
   std::function<Status()> write_fault;
@@ -80,6 +89,7 @@ struct EnqueueOutcome {
 using EnqueueCallback = std::function<void(std::vector<EnqueueOutcome>)>;
 using JobCallback = std::function<void(Result<JobRecord>)>;
 using QueueRecord = ledgerq::storage::v1::QueueRecord;
+
 
 // What a transition function may write besides the job record. Every event gets the next
 // sequence, the group's time, the job's id, queue and type, and the op's principal unless it
@@ -143,6 +153,11 @@ class JobStore {
       const std::function<void(const std::string&, const QueueRecord&)>& fn) const;
 
   [[nodiscard]] Result<JobRecord> GetJob(uint64_t id) const;
+  // The job's events in order (its history); kNotFound for an unknown job.
+  [[nodiscard]] Result<std::vector<EventBody>> GetJobEvents(uint64_t id) const;
+  // Jobs submitted with this W3C trace id (32 lowercase hex), ascending, at most `limit`.
+  [[nodiscard]] Result<std::vector<uint64_t>> JobsByTraceId(const std::string& trace_id,
+                                                            size_t limit = 100) const;
   [[nodiscard]] Result<std::string> GetPayload(uint64_t id) const;
   [[nodiscard]] Result<std::string> GetResult(uint64_t id) const;
   // kNotFound when no attempt has stored a checkpoint.
@@ -161,6 +176,12 @@ class JobStore {
   ChainHeadInfo Head() const;
   // OK, or why the store stopped accepting writes (an fsync failed; restart to recover).
   Status Health() const;
+
+  struct DiskStats {
+    uint64_t live_sst_bytes = 0;
+    uint64_t pending_compaction_bytes = 0;
+  };
+  DiskStats Disk() const;
 
   // Stops accepting work, commits what is queued, syncs the WAL and closes the database.
   // Idempotent; the destructor calls it.
