@@ -102,12 +102,47 @@ int RunEnqueue(const Globals& g, const EnqueueArgs& a) {
   return 0;
 }
 
-int RunJob(const Globals& g, uint64_t id) {
+struct JobArgs {
+  uint64_t id = 0;
+  std::string queue, key, trace_id;
+  bool history = false;
+};
+
+int RunJob(const Globals& g, const JobArgs& a) {
+  const int selectors = (a.id != 0) + (!a.key.empty()) + (!a.trace_id.empty());
+  if (selectors != 1 || (!a.key.empty() && a.queue.empty())) {
+    return Fail(Status::InvalidArgument(
+        "give a job ID, or --queue Q --idempotency-key K, or --trace-id T (with --history)"));
+  }
+  if (!a.trace_id.empty() && !a.history) {
+    return Fail(Status::InvalidArgument("--trace-id: use it with --history"));
+  }
   auto client = Connect(g);
   if (!client.ok()) return Fail(client.status());
-  auto job = client->GetJob(id);
-  if (!job.ok()) return Fail(job.status());
-  PrintJob(g, *job);
+  if (!a.history) {
+    auto job = a.id ? client->GetJob(a.id) : client->GetJobByIdempotencyKey(a.queue, a.key);
+    if (!job.ok()) return Fail(job.status());
+    PrintJob(g, *job);
+    return 0;
+  }
+  v1::GetJobHistoryRequest req;
+  if (a.id) {
+    req.set_id(a.id);
+  } else if (!a.key.empty()) {
+    req.mutable_idempotency()->set_queue(a.queue);
+    req.mutable_idempotency()->set_idempotency_key(a.key);
+  } else {
+    req.set_trace_id(a.trace_id);
+  }
+  auto h = client->GetJobHistory(req);
+  if (!h.ok()) return Fail(h.status());
+  if (g.output == "json") {
+    auto arr = nlohmann::json::array();
+    for (const auto& one : h->jobs()) arr.push_back(ledgerq::client::HistoryToJson(one));
+    std::cout << (arr.size() == 1 ? arr[0] : arr).dump(2) << "\n";
+  } else {
+    for (const auto& one : h->jobs()) std::cout << ledgerq::client::HistoryToText(one);
+  }
   return 0;
 }
 
@@ -169,9 +204,13 @@ int main(int argc, char** argv) {
   enqueue->add_option("--traceparent", ea.traceparent, "W3C traceparent to continue");
   enqueue->add_option("--label", ea.labels, "key=value (repeatable)");
 
-  uint64_t job_id = 0;
-  auto* job = app.add_subcommand("job", "Show one job");
-  job->add_option("id", job_id, "Job id")->required();
+  JobArgs ja;
+  auto* job = app.add_subcommand("job", "Show one job, or its history with --history");
+  job->add_option("id", ja.id, "Job id");
+  job->add_option("--queue", ja.queue, "With --idempotency-key");
+  job->add_option("--idempotency-key", ja.key, "Find the job by its key in --queue");
+  job->add_option("--trace-id", ja.trace_id, "With --history: every job of this trace");
+  job->add_flag("--history", ja.history, "The job's timeline of events");
 
   uint64_t cancel_id = 0;
   std::string reason;
@@ -233,7 +272,7 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   if (*enqueue) return RunEnqueue(g, ea);
-  if (*job) return RunJob(g, job_id);
+  if (*job) return RunJob(g, ja);
   if (*cancel) return RunCancel(g, cancel_id, reason);
   if (*verify) return RunAuditVerify(g, data_dir);
   if (*queues) return RunQueues(g);

@@ -83,6 +83,10 @@ Result<v1::Job> Client::CancelJob(uint64_t id, const std::string& reason) {
   return Call(jobs_.get(), &JobStub::CancelJob, req);
 }
 
+Result<v1::GetJobHistoryResponse> Client::GetJobHistory(const v1::GetJobHistoryRequest& req) {
+  return Call(jobs_.get(), &JobStub::GetJobHistory, req);
+}
+
 Result<v1::LeaseResponse> Client::Lease(const v1::LeaseRequest& req) {
   auto wait = std::chrono::milliseconds(req.wait().seconds() * 1000 + req.wait().nanos() / 1000000);
   return Call(workers_.get(), &WorkerStub::Lease, req, wait);

@@ -29,6 +29,8 @@ class Client {
   [[nodiscard]] Result<v1::Job> GetJobByIdempotencyKey(const std::string& queue,
                                                        const std::string& key);
   [[nodiscard]] Result<v1::Job> CancelJob(uint64_t id, const std::string& reason);
+  [[nodiscard]] Result<v1::GetJobHistoryResponse> GetJobHistory(
+      const v1::GetJobHistoryRequest& req);
 
   // Workers. Lease blocks up to the request's wait (plus the timeout).
   [[nodiscard]] Result<v1::LeaseResponse> Lease(const v1::LeaseRequest& req);

@@ -5,6 +5,7 @@
 
 #include <sstream>
 
+#include "common/duration.h"
 #include "common/sha256.h"
 
 namespace ledgerq::client {
@@ -24,6 +25,11 @@ std::string Base64(const std::string& bytes) {
                           static_cast<int>(bytes.size()));
   out.resize(n);
   return out;
+}
+
+std::string Lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
 }
 
 std::string ErrorKindName(v1::ErrorKind kind) {
@@ -139,6 +145,100 @@ std::string JobToText(const v1::Job& job) {
   for (const auto& e : job.errors()) {
     row("error", "attempt " + std::to_string(e.attempt()) + " " + ErrorKindName(e.kind()) + " " +
                      e.code() + ": " + e.message());
+  }
+  return out.str();
+}
+
+namespace {
+
+int64_t Us(const google::protobuf::Timestamp& t) { return TimeUtil::TimestampToMicroseconds(t); }
+
+std::string Since(int64_t from_us, int64_t to_us) {
+  return FormatDuration(std::chrono::microseconds(std::max<int64_t>(0, to_us - from_us)));
+}
+
+}  // namespace
+
+nlohmann::json HistoryToJson(const v1::JobHistory& h) {
+  nlohmann::json j;
+  j["job"] = JobToJson(h.job());
+  auto& events = j["events"] = nlohmann::json::array();
+  for (const auto& e : h.events()) {
+    nlohmann::json ev{{"seq", e.seq()},
+                      {"type", e.type()},
+                      {"at", Time(e.at())},
+                      {"principal", e.principal()},
+                      {"attempt", e.attempt()},
+                      {"from_state", StateName(e.from_state())},
+                      {"to_state", StateName(e.to_state())}};
+    if (!e.worker_id().empty()) ev["worker_id"] = e.worker_id();
+    if (e.has_error()) {
+      ev["error"] = {{"kind", ErrorKindName(e.error().kind())},
+                     {"code", e.error().code()},
+                     {"message", e.error().message()}};
+    }
+    if (e.has_run_at()) ev["run_at"] = Time(e.run_at());
+    if (e.has_attempt_started()) ev["attempt_started"] = Time(e.attempt_started());
+    if (!e.reason().empty()) ev["reason"] = e.reason();
+    if (!e.traceparent().empty()) ev["traceparent"] = e.traceparent();
+    events.push_back(std::move(ev));
+  }
+  return j;
+}
+
+std::string HistoryToText(const v1::JobHistory& h) {
+  std::ostringstream out;
+  const auto& job = h.job();
+  out << "job " << job.id() << "  " << job.queue() << "/" << job.type() << "  "
+      << StateName(job.state());
+  if (job.traceparent().size() >= 35) out << "  trace " << job.traceparent().substr(3, 32);
+  out << "\n";
+  int64_t prev = 0;
+  int64_t ready_at = 0;
+  for (const auto& e : h.events()) {
+    const int64_t at = Us(e.at());
+    std::string when = prev == 0 ? Time(e.at()) : "+" + Since(prev, at);
+    prev = at;
+    std::string what;
+    const std::string& t = e.type();
+    if (t == "SUBMITTED") {
+      what = "submitted by " + e.principal();
+      ready_at = e.has_run_at() ? Us(e.run_at()) : at;
+      if (ready_at > at) what += ", to run in " + Since(at, ready_at);
+    } else if (t == "DEDUPLICATED") {
+      what = "resubmitted by " + e.principal() + " with the same idempotency key: deduplicated";
+    } else if (t == "LEASED") {
+      what = "leased (attempt " + std::to_string(e.attempt()) + ", worker " + e.worker_id() +
+             ", waited " + Since(ready_at, at) + ")";
+    } else if (t == "COMPLETED") {
+      what = "completed";
+      if (e.has_attempt_started()) what += " after " + Since(Us(e.attempt_started()), at);
+    } else if (t == "FAILED" || t == "LEASE_EXPIRED") {
+      what = t == "FAILED" ? "failed " + Lower(ErrorKindName(e.error().kind())) + " " + e.error().code()
+                           : "lease expired (worker " + e.worker_id() + ")";
+      if (e.has_attempt_started()) what += " after " + Since(Us(e.attempt_started()), at);
+      if (t == "FAILED" && !e.error().message().empty()) {
+        what += ": " + e.error().message().substr(0, 120);
+      }
+    } else if (t == "RETRY_SCHEDULED") {
+      ready_at = Us(e.run_at());
+      what = "retry scheduled +" + Since(at, ready_at);
+    } else if (t == "DEAD_LETTERED") {
+      what = "dead-lettered (" + e.reason() + ")";
+    } else if (t == "RELEASED") {
+      ready_at = e.has_run_at() ? Us(e.run_at()) : at;
+      what = "released by worker " + e.worker_id();
+      if (!e.reason().empty()) what += " (" + e.reason() + ")";
+    } else if (t == "REDRIVEN") {
+      ready_at = at;
+      what = "redriven by " + e.principal();
+    } else if (t == "CANCELLED") {
+      what = "cancelled by " + e.principal() + (e.reason().empty() ? "" : ": " + e.reason());
+    } else {
+      what = Lower(t);
+    }
+    out << "  " << when << std::string(when.size() < 28 ? 28 - when.size() : 1, ' ') << what
+        << "\n";
   }
   return out.str();
 }

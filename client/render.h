@@ -14,4 +14,9 @@ std::string StateName(v1::JobState state);
 nlohmann::json JobToJson(const v1::Job& job);
 std::string JobToText(const v1::Job& job);
 
+// A job's history as a readable timeline with the time between steps, e.g.
+//   +3ms    leased: attempt 1, worker w1, waited 3ms
+nlohmann::json HistoryToJson(const v1::JobHistory& h);
+std::string HistoryToText(const v1::JobHistory& h);
+
 }  // namespace ledgerq::client

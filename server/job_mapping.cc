@@ -272,6 +272,39 @@ v1::Job ToApiJob(const storage::JobRecord& rec, int64_t now_us) {
   return job;
 }
 
+v1::JobEvent ToApiEvent(const storage::EventBody& ev) {
+  v1::JobEvent out;
+  out.set_seq(ev.seq());
+  std::string name = storage::v1::EventType_Name(ev.type());
+  out.set_type(name.rfind("EVENT_", 0) == 0 ? name.substr(6) : name);
+  *out.mutable_at() = FromMicros(ev.time_us());
+  out.set_principal(ev.principal());
+  out.set_attempt(ev.attempt());
+  out.set_from_state(static_cast<v1::JobState>(ev.from_state()));
+  out.set_to_state(static_cast<v1::JobState>(ev.to_state()));
+  out.set_worker_id(ev.worker_id());
+  if (ev.lease_deadline_us()) *out.mutable_lease_deadline() = FromMicros(ev.lease_deadline_us());
+  if (ev.has_error()) {
+    auto* e = out.mutable_error();
+    e->set_attempt(ev.error().attempt());
+    *e->mutable_at() = FromMicros(ev.error().at_us());
+    e->set_worker_id(ev.error().worker_id());
+    e->set_kind(static_cast<v1::ErrorKind>(ev.error().kind()));
+    e->set_code(ev.error().code());
+    e->set_message(ev.error().message());
+    e->set_details(ev.error().details());
+  }
+  if (ev.run_at_us()) *out.mutable_run_at() = FromMicros(ev.run_at_us());
+  out.set_reason(ev.reason());
+  out.set_traceparent(ev.traceparent());
+  if (ev.attempt_started_us()) {
+    *out.mutable_attempt_started() = FromMicros(ev.attempt_started_us());
+  }
+  out.set_payload_sha256(ev.payload_sha256());
+  out.set_result_sha256(ev.result_sha256());
+  return out;
+}
+
 grpc::StatusCode ToGrpcCode(Code code) {
   switch (code) {
     case Code::kOk:

@@ -46,6 +46,8 @@ std::string NewTraceparent();
 // A stored job as the API shows it. A SCHEDULED job whose run_at has passed shows READY.
 v1::Job ToApiJob(const storage::JobRecord& rec, int64_t now_us);
 
+v1::JobEvent ToApiEvent(const storage::EventBody& ev);
+
 grpc::Status ToGrpcStatus(const Status& st);
 grpc::StatusCode ToGrpcCode(Code code);
 const char* GrpcCodeName(grpc::StatusCode code);

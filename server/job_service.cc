@@ -153,6 +153,55 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* ct
   return reactor;
 }
 
+grpc::ServerUnaryReactor* JobServiceImpl::GetJobHistory(grpc::CallbackServerContext* ctx,
+                                                        const v1::GetJobHistoryRequest* req,
+                                                        v1::GetJobHistoryResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  std::vector<uint64_t> ids;
+  Status st;
+  if (req->has_id()) {
+    if (req->id() == 0) st = Status::InvalidArgument("id: must be > 0");
+    ids.push_back(req->id());
+  } else if (req->has_idempotency()) {
+    const auto& ref = req->idempotency();
+    st = ValidateName(ref.queue(), "idempotency.queue");
+    if (st.ok()) {
+      auto job = store_->GetJobByIdempotencyKey(ref.queue(), ref.idempotency_key());
+      if (job.ok()) ids.push_back(job->id()); else st = job.status();
+    }
+  } else if (req->selector_case() == v1::GetJobHistoryRequest::kTraceId) {
+    const std::string& t = req->trace_id();
+    if (t.size() != 32 || t.find_first_not_of("0123456789abcdef") != std::string::npos) {
+      st = Status::InvalidArgument("trace_id: must be 32 lowercase hex digits");
+    } else {
+      auto found = store_->JobsByTraceId(t);
+      if (found.ok()) ids = std::move(found).value(); else st = found.status();
+      if (st.ok() && ids.empty()) st = Status::NotFound("no job was submitted in trace " + t);
+    }
+  } else {
+    st = Status::InvalidArgument("id, idempotency or trace_id: give one");
+  }
+  const int64_t now = clock_->WallMicros();
+  for (uint64_t id : ids) {
+    if (!st.ok()) break;
+    auto job = store_->GetJob(id);
+    if (!job.ok()) {
+      st = job.status();
+      break;
+    }
+    auto events = store_->GetJobEvents(id);
+    if (!events.ok()) {
+      st = events.status();
+      break;
+    }
+    auto* h = resp->add_jobs();
+    *h->mutable_job() = ToApiJob(*job, now);
+    for (const auto& ev : *events) *h->add_events() = ToApiEvent(ev);
+  }
+  Finish(reactor, "GetJobHistory", ToGrpcStatus(st));
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext* ctx,
                                                     const v1::CancelJobRequest* req,
                                                     v1::Job* resp) {

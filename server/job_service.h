@@ -31,6 +31,9 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
                                          v1::EnqueueBatchResponse* resp) override;
   grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* ctx, const v1::GetJobRequest* req,
                                    v1::Job* resp) override;
+  grpc::ServerUnaryReactor* GetJobHistory(grpc::CallbackServerContext* ctx,
+                                          const v1::GetJobHistoryRequest* req,
+                                          v1::GetJobHistoryResponse* resp) override;
   grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* ctx,
                                       const v1::CancelJobRequest* req, v1::Job* resp) override;
 
