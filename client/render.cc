@@ -214,8 +214,9 @@ std::string HistoryToText(const v1::JobHistory& h) {
       what = "completed";
       if (e.has_attempt_started()) what += " after " + Since(Us(e.attempt_started()), at);
     } else if (t == "FAILED" || t == "LEASE_EXPIRED") {
-      what = t == "FAILED" ? "failed " + Lower(ErrorKindName(e.error().kind())) + " " + e.error().code()
-                           : "lease expired (worker " + e.worker_id() + ")";
+      what = t == "FAILED"
+                 ? "failed " + Lower(ErrorKindName(e.error().kind())) + " " + e.error().code()
+                 : "lease expired (worker " + e.worker_id() + ")";
       if (e.has_attempt_started()) what += " after " + Since(Us(e.attempt_started()), at);
       if (t == "FAILED" && !e.error().message().empty()) {
         what += ": " + e.error().message().substr(0, 120);

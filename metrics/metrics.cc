@@ -36,8 +36,8 @@ Metrics::Metrics(const std::string& version)
                       "Jobs cancelled before they ran", *registry_)),
       leased_(Make(BuildCounter(), "ledgerq_jobs_leased_total", "Leases granted (attempts started)",
                    *registry_)),
-      completed_(Make(BuildCounter(), "ledgerq_jobs_completed_total", "Jobs completed",
-                      *registry_)),
+      completed_(
+          Make(BuildCounter(), "ledgerq_jobs_completed_total", "Jobs completed", *registry_)),
       failed_(Make(BuildCounter(), "ledgerq_jobs_failed_total",
                    "Attempts reported failed by workers, by kind (transient or permanent)",
                    *registry_)),
@@ -58,20 +58,17 @@ Metrics::Metrics(const std::string& version)
       queue_wait_(Make(BuildHistogram(), "ledgerq_queue_wait_seconds",
                        "Time from a job becoming ready to its lease", *registry_)),
       attempt_duration_(Make(BuildHistogram(), "ledgerq_attempt_duration_seconds",
-                             "Time from a lease to its completion, failure or expiry",
-                             *registry_)),
+                             "Time from a lease to its completion, failure or expiry", *registry_)),
       end_to_end_(Make(BuildHistogram(), "ledgerq_job_end_to_end_seconds",
                        "Time from submission to completion", *registry_)),
       jobs_(Make(BuildGauge(), "ledgerq_jobs", "Jobs by queue and state", *registry_)),
       oldest_ready_(Make(BuildGauge(), "ledgerq_queue_oldest_ready_age_seconds",
                          "Age of the oldest READY job of the queue (0 when none)", *registry_)),
-      paused_(Make(BuildGauge(), "ledgerq_queue_paused", "1 when the queue is paused",
-                   *registry_)),
-      active_leases_(Make(BuildGauge(), "ledgerq_active_leases", "Leases currently held",
-                          *registry_)
-                         .Add({})),
-      parked_polls_(Make(BuildGauge(), "ledgerq_parked_long_polls",
-                         "Lease calls waiting for a job", *registry_)
+      paused_(Make(BuildGauge(), "ledgerq_queue_paused", "1 when the queue is paused", *registry_)),
+      active_leases_(
+          Make(BuildGauge(), "ledgerq_active_leases", "Leases currently held", *registry_).Add({})),
+      parked_polls_(Make(BuildGauge(), "ledgerq_parked_long_polls", "Lease calls waiting for a job",
+                         *registry_)
                         .Add({})),
       sst_bytes_(Make(BuildGauge(), "ledgerq_rocksdb_live_sst_bytes",
                       "Bytes of live RocksDB SST files", *registry_)
@@ -87,93 +84,130 @@ Metrics::Metrics(const std::string& version)
                *registry_)
               .Add({}, Histogram::BucketBoundaries{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
                                                    0.01, 0.025, 0.05, 0.1, 0.25, 1})),
-      group_commit_size_(Make(BuildHistogram(), "ledgerq_group_commit_transitions",
-                              "Transitions (requests) sharing one group write", *registry_)
-                             .Add({}, Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128,
-                                                                  256, 512, 1024})) {
+      group_commit_size_(
+          Make(BuildHistogram(), "ledgerq_group_commit_transitions",
+               "Transitions (requests) sharing one group write", *registry_)
+              .Add({}, Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024})) {
   Make(BuildGauge(), "ledgerq_build_info", "Build information; the value is always 1", *registry_)
       .Add({{"version", version}})
       .Set(1);
 }
 
-prometheus::Counter& Metrics::Count(prometheus::Family<prometheus::Counter>& f, Labels labels) {
-  return f.Add(labels);
-}
-
-std::string Metrics::BoundedCode(const std::string& queue, const std::string& type,
-                                 const std::string& code) {
-  std::lock_guard lock(codes_mu_);
-  auto& seen = codes_[{queue, type}];
-  if (seen.count(code)) return code;
-  if (seen.size() >= kMaxErrorCodes) return "other";
-  seen.insert(code);
-  return code;
+Metrics::TypeSeries& Metrics::For(const std::string& queue, const std::string& type) {
+  auto& slot = series_[{queue, type}];
+  if (!slot) {
+    const Labels l{{"queue", queue}, {"type", type}};
+    auto with = [&](const char* key, const char* value) {
+      Labels x = l;
+      x[key] = value;
+      return x;
+    };
+    slot = std::make_unique<TypeSeries>(TypeSeries{&enqueued_.Add(l),
+                                                   &deduplicated_.Add(l),
+                                                   &cancelled_.Add(l),
+                                                   &leased_.Add(l),
+                                                   &completed_.Add(l),
+                                                   &retried_.Add(l),
+                                                   &redriven_.Add(l),
+                                                   &lease_expired_.Add(l),
+                                                   &failed_.Add(with("kind", "transient")),
+                                                   &failed_.Add(with("kind", "permanent")),
+                                                   &queue_wait_.Add(l, JobSecondsBuckets()),
+                                                   &attempt_duration_.Add(l, JobSecondsBuckets()),
+                                                   &end_to_end_.Add(l, JobSecondsBuckets()),
+                                                   {},
+                                                   {}});
+  }
+  return *slot;
 }
 
 void Metrics::JobEnqueued(const std::string& queue, const std::string& type) {
-  Count(enqueued_, {{"queue", queue}, {"type", type}}).Increment();
+  std::lock_guard lock(mu_);
+  For(queue, type).enqueued->Increment();
 }
 
 void Metrics::JobDeduplicated(const std::string& queue, const std::string& type) {
-  Count(deduplicated_, {{"queue", queue}, {"type", type}}).Increment();
+  std::lock_guard lock(mu_);
+  For(queue, type).deduplicated->Increment();
 }
 
 void Metrics::JobCancelled(const std::string& queue, const std::string& type) {
-  Count(cancelled_, {{"queue", queue}, {"type", type}}).Increment();
+  std::lock_guard lock(mu_);
+  For(queue, type).cancelled->Increment();
 }
 
 void Metrics::JobLeased(const std::string& queue, const std::string& type, double wait_seconds) {
-  Labels l{{"queue", queue}, {"type", type}};
-  Count(leased_, l).Increment();
-  if (wait_seconds >= 0) queue_wait_.Add(l, JobSecondsBuckets()).Observe(wait_seconds);
+  std::lock_guard lock(mu_);
+  auto& s = For(queue, type);
+  s.leased->Increment();
+  if (wait_seconds >= 0) s.queue_wait->Observe(wait_seconds);
 }
 
 void Metrics::JobCompleted(const std::string& queue, const std::string& type,
                            double attempt_seconds, double end_to_end_seconds) {
-  Labels l{{"queue", queue}, {"type", type}};
-  Count(completed_, l).Increment();
-  if (attempt_seconds >= 0) {
-    attempt_duration_.Add(l, JobSecondsBuckets()).Observe(attempt_seconds);
-  }
-  if (end_to_end_seconds >= 0) end_to_end_.Add(l, JobSecondsBuckets()).Observe(end_to_end_seconds);
+  std::lock_guard lock(mu_);
+  auto& s = For(queue, type);
+  s.completed->Increment();
+  if (attempt_seconds >= 0) s.attempt->Observe(attempt_seconds);
+  if (end_to_end_seconds >= 0) s.end_to_end->Observe(end_to_end_seconds);
 }
 
-void Metrics::JobFailed(const std::string& queue, const std::string& type,
-                        const std::string& kind, const std::string& code,
-                        double attempt_seconds) {
-  Count(failed_, {{"queue", queue}, {"type", type}, {"kind", kind}}).Increment();
-  Count(errors_, {{"queue", queue}, {"type", type}, {"code", BoundedCode(queue, type, code)}})
-      .Increment();
-  if (attempt_seconds >= 0) {
-    attempt_duration_.Add({{"queue", queue}, {"type", type}}, JobSecondsBuckets())
-        .Observe(attempt_seconds);
+void Metrics::JobFailed(const std::string& queue, const std::string& type, const std::string& kind,
+                        const std::string& code, double attempt_seconds) {
+  std::lock_guard lock(mu_);
+  auto& s = For(queue, type);
+  (kind == "permanent" ? s.failed_permanent : s.failed_transient)->Increment();
+  auto it = s.errors_by_code.find(code);
+  if (it == s.errors_by_code.end()) {
+    // Error codes are the workers' words: keep a bounded set per queue and type.
+    const size_t real = s.errors_by_code.size() - s.errors_by_code.count("other");
+    const bool room = real < kMaxErrorCodes;
+    const std::string label = room && code != "other" ? code : "other";
+    it = s.errors_by_code.find(label);
+    if (it == s.errors_by_code.end()) {
+      it = s.errors_by_code
+               .emplace(label, &errors_.Add({{"queue", queue}, {"type", type}, {"code", label}}))
+               .first;
+    }
   }
+  it->second->Increment();
+  if (attempt_seconds >= 0) s.attempt->Observe(attempt_seconds);
 }
 
 void Metrics::LeaseExpired(const std::string& queue, const std::string& type,
                            double attempt_seconds) {
-  Count(lease_expired_, {{"queue", queue}, {"type", type}}).Increment();
-  if (attempt_seconds >= 0) {
-    attempt_duration_.Add({{"queue", queue}, {"type", type}}, JobSecondsBuckets())
-        .Observe(attempt_seconds);
-  }
+  std::lock_guard lock(mu_);
+  auto& s = For(queue, type);
+  s.lease_expired->Increment();
+  if (attempt_seconds >= 0) s.attempt->Observe(attempt_seconds);
 }
 
 void Metrics::JobRetried(const std::string& queue, const std::string& type) {
-  Count(retried_, {{"queue", queue}, {"type", type}}).Increment();
+  std::lock_guard lock(mu_);
+  For(queue, type).retried->Increment();
 }
 
 void Metrics::JobDeadLettered(const std::string& queue, const std::string& type,
                               const std::string& reason) {
-  Count(dead_lettered_, {{"queue", queue}, {"type", type}, {"reason", reason}}).Increment();
+  std::lock_guard lock(mu_);
+  auto& s = For(queue, type);
+  auto it = s.dead_by_reason.find(reason);
+  if (it == s.dead_by_reason.end()) {
+    it = s.dead_by_reason
+             .emplace(reason,
+                      &dead_lettered_.Add({{"queue", queue}, {"type", type}, {"reason", reason}}))
+             .first;
+  }
+  it->second->Increment();
 }
 
 void Metrics::JobRedriven(const std::string& queue, const std::string& type) {
-  Count(redriven_, {{"queue", queue}, {"type", type}}).Increment();
+  std::lock_guard lock(mu_);
+  For(queue, type).redriven->Increment();
 }
 
 void Metrics::GrpcRequest(const std::string& method, const char* code) {
-  Count(grpc_requests_, {{"method", method}, {"code", code}}).Increment();
+  grpc_requests_.Add({{"method", method}, {"code", code}}).Increment();
 }
 
 void Metrics::GroupWritten(size_t ops) { group_commit_size_.Observe(static_cast<double>(ops)); }

@@ -67,9 +67,6 @@ class Metrics {
 
  private:
   using Labels = std::map<std::string, std::string>;
-  prometheus::Counter& Count(prometheus::Family<prometheus::Counter>& f, Labels labels);
-  std::string BoundedCode(const std::string& queue, const std::string& type,
-                          const std::string& code);
 
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>& enqueued_;
@@ -97,8 +94,19 @@ class Metrics {
   prometheus::Histogram& wal_sync_seconds_;
   prometheus::Histogram& group_commit_size_;
 
-  std::mutex codes_mu_;
-  std::map<std::pair<std::string, std::string>, std::set<std::string>> codes_;
+  // The series of one (queue, type), resolved once: a lifecycle event then costs one lookup
+  // and a few atomic adds instead of building label maps.
+  struct TypeSeries {
+    prometheus::Counter *enqueued, *deduplicated, *cancelled, *leased, *completed, *retried,
+        *redriven, *lease_expired, *failed_transient, *failed_permanent;
+    prometheus::Histogram *queue_wait, *attempt, *end_to_end;
+    std::map<std::string, prometheus::Counter*> dead_by_reason;
+    std::map<std::string, prometheus::Counter*> errors_by_code;  // at most kMaxErrorCodes + 1
+  };
+  TypeSeries& For(const std::string& queue, const std::string& type);  // with mu_ held
+
+  std::mutex mu_;
+  std::map<std::pair<std::string, std::string>, std::unique_ptr<TypeSeries>> series_;
 };
 
 }  // namespace ledgerq::metrics

@@ -251,6 +251,9 @@ Result<std::optional<Config>> ParseCommandLine(int argc, char** argv) {
   app.add_option("--default-max-attempts", max_attempts,
                  "Attempts for jobs that do not set max_attempts (default 5)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off (default info)");
+  bool no_lifecycle = false;
+  app.add_flag("--no-lifecycle-events", no_lifecycle,
+               "Skip lifecycle metrics and log lines (only to measure their cost)");
   app.add_option("--log-format", log_format,
                  "text or json: one line per lifecycle event, on stderr (default text)");
   // A repeated flag takes its last value, so wrappers (containers, scripts) can override.
@@ -304,6 +307,7 @@ Result<std::optional<Config>> ParseCommandLine(int argc, char** argv) {
     LEDGERQ_RETURN_IF_ERROR(CheckMaxAttempts(max_attempts, "--default-max-attempts"));
     c.retry.max_attempts = static_cast<uint32_t>(max_attempts);
   }
+  if (no_lifecycle) c.lifecycle_events = false;
   if (app.count("--log-format")) {
     LEDGERQ_RETURN_IF_ERROR(CheckLogFormat(log_format, "--log-format"));
     c.log_format = log_format;

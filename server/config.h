@@ -25,6 +25,8 @@ struct Config {
   std::chrono::microseconds dedup_window = std::chrono::hours(24);
   std::string log_level = "info";
   std::string log_format = "text";  // text | json
+  // Lifecycle metrics and log lines from durable events; off only to measure what they cost.
+  bool lifecycle_events = true;
   // The retry policy of queues without their own; max_attempts is --default-max-attempts.
   scheduler::RetryPolicy retry;
   // Per-queue policies from [queues.NAME] tables, fully resolved over `retry`.
@@ -39,9 +41,9 @@ struct Config {
 
 // Applies the keys of a TOML document over `base`. Top-level keys are the long flag names
 // (data-dir, grpc-listen, http-listen, sync, max-payload-bytes, dedup-window,
-// default-max-attempts, log-level, log-format, backoff-base, backoff-factor, backoff-cap, redrive-rate);
-// a [queues.NAME] table may set max-attempts, backoff-base, backoff-factor and backoff-cap for
-// one queue. Unknown keys and wrong types are errors naming the key.
+// default-max-attempts, log-level, log-format, backoff-base, backoff-factor, backoff-cap,
+// redrive-rate); a [queues.NAME] table may set max-attempts, backoff-base, backoff-factor and
+// backoff-cap for one queue. Unknown keys and wrong types are errors naming the key.
 [[nodiscard]] Result<Config> ParseConfigToml(std::string_view text, Config base);
 
 // Parses argv. Returns nullopt when --help or --version was printed (exit 0).

@@ -15,9 +15,9 @@
 
 #include "metrics/metrics.h"
 #include "scheduler/dispatcher.h"
-#include "server/lifecycle.h"
 #include "server/http_server.h"
 #include "server/job_service.h"
+#include "server/lifecycle.h"
 #include "server/worker_service.h"
 
 namespace ledgerq::server {
@@ -32,9 +32,11 @@ Status RunDaemon(const Config& config) {
   Lifecycle lifecycle(&metrics, spdlog::get("lifecycle"),
                       config.log_format == "json" ? LogFormat::kJson : LogFormat::kText);
   storage::StoreOptions so;
-  so.on_durable = [&lifecycle](const std::vector<storage::ObservedEvent>& events) {
-    lifecycle.OnDurable(events);
-  };
+  if (config.lifecycle_events) {
+    so.on_durable = [&lifecycle](const std::vector<storage::ObservedEvent>& events) {
+      lifecycle.OnDurable(events);
+    };
+  }
   so.data_dir = config.data_dir;
   so.sync = config.sync;
   so.dedup_window = config.dedup_window;

@@ -167,7 +167,10 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJobHistory(grpc::CallbackServerCont
     st = ValidateName(ref.queue(), "idempotency.queue");
     if (st.ok()) {
       auto job = store_->GetJobByIdempotencyKey(ref.queue(), ref.idempotency_key());
-      if (job.ok()) ids.push_back(job->id()); else st = job.status();
+      if (job.ok())
+        ids.push_back(job->id());
+      else
+        st = job.status();
     }
   } else if (req->selector_case() == v1::GetJobHistoryRequest::kTraceId) {
     const std::string& t = req->trace_id();
@@ -175,7 +178,10 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJobHistory(grpc::CallbackServerCont
       st = Status::InvalidArgument("trace_id: must be 32 lowercase hex digits");
     } else {
       auto found = store_->JobsByTraceId(t);
-      if (found.ok()) ids = std::move(found).value(); else st = found.status();
+      if (found.ok())
+        ids = std::move(found).value();
+      else
+        st = found.status();
       if (st.ok() && ids.empty()) st = Status::NotFound("no job was submitted in trace " + t);
     }
   } else {

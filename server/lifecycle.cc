@@ -2,7 +2,7 @@
 
 #include <google/protobuf/util/time_util.h>
 
-#include <nlohmann/json.hpp>
+#include <cstdio>
 
 namespace ledgerq::server {
 namespace {
@@ -38,12 +38,18 @@ const char* KindName(int32_t kind) { return kind == 2 ? "permanent" : "transient
 // The outcome attribute: what this event means for the job, in one word.
 const char* Outcome(sv1::EventType t) {
   switch (t) {
-    case sv1::EVENT_COMPLETED: return "success";
-    case sv1::EVENT_FAILED: return "failure";
-    case sv1::EVENT_LEASE_EXPIRED: return "lease_expired";
-    case sv1::EVENT_DEAD_LETTERED: return "dead";
-    case sv1::EVENT_CANCELLED: return "cancelled";
-    default: return "";
+    case sv1::EVENT_COMPLETED:
+      return "success";
+    case sv1::EVENT_FAILED:
+      return "failure";
+    case sv1::EVENT_LEASE_EXPIRED:
+      return "lease_expired";
+    case sv1::EVENT_DEAD_LETTERED:
+      return "dead";
+    case sv1::EVENT_CANCELLED:
+      return "cancelled";
+    default:
+      return "";
   }
 }
 
@@ -66,9 +72,15 @@ void Lifecycle::Count(const storage::ObservedEvent& e) {
   const std::string& t = ev.job_type();
   const double attempt_s = Seconds(ev.attempt_started_us(), ev.time_us());
   switch (ev.type()) {
-    case sv1::EVENT_SUBMITTED: metrics_->JobEnqueued(q, t); break;
-    case sv1::EVENT_DEDUPLICATED: metrics_->JobDeduplicated(q, t); break;
-    case sv1::EVENT_CANCELLED: metrics_->JobCancelled(q, t); break;
+    case sv1::EVENT_SUBMITTED:
+      metrics_->JobEnqueued(q, t);
+      break;
+    case sv1::EVENT_DEDUPLICATED:
+      metrics_->JobDeduplicated(q, t);
+      break;
+    case sv1::EVENT_CANCELLED:
+      metrics_->JobCancelled(q, t);
+      break;
     case sv1::EVENT_LEASED:
       metrics_->JobLeased(q, t, e.job ? Seconds(e.job->run_at_us(), ev.time_us()) : -1);
       break;
@@ -79,65 +91,153 @@ void Lifecycle::Count(const storage::ObservedEvent& e) {
     case sv1::EVENT_FAILED:
       metrics_->JobFailed(q, t, KindName(ev.error().kind()), ev.error().code(), attempt_s);
       break;
-    case sv1::EVENT_LEASE_EXPIRED: metrics_->LeaseExpired(q, t, attempt_s); break;
-    case sv1::EVENT_RETRY_SCHEDULED: metrics_->JobRetried(q, t); break;
-    case sv1::EVENT_DEAD_LETTERED: metrics_->JobDeadLettered(q, t, ev.reason()); break;
-    case sv1::EVENT_REDRIVEN: metrics_->JobRedriven(q, t); break;
-    default: break;
+    case sv1::EVENT_LEASE_EXPIRED:
+      metrics_->LeaseExpired(q, t, attempt_s);
+      break;
+    case sv1::EVENT_RETRY_SCHEDULED:
+      metrics_->JobRetried(q, t);
+      break;
+    case sv1::EVENT_DEAD_LETTERED:
+      metrics_->JobDeadLettered(q, t, ev.reason());
+      break;
+    case sv1::EVENT_REDRIVEN:
+      metrics_->JobRedriven(q, t);
+      break;
+    default:
+      break;
   }
 }
 
+void AppendJsonString(std::string& out, std::string_view v) {
+  out += '"';
+  for (unsigned char c : v) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  out += '"';
+}
+
+namespace {
+
+// Builds one log line without intermediate objects: JSON ({"k":v,...}) or text (msg k=v ...).
+class LineWriter {
+ public:
+  LineWriter(LogFormat f, std::string_view msg) : json_(f == LogFormat::kJson) {
+    out_.reserve(512);
+    if (json_) {
+      out_ += "{\"msg\":";
+      Quoted(msg);
+    } else {
+      out_ += msg;
+    }
+  }
+  void Str(std::string_view key, std::string_view v) {
+    Key(key);
+    if (json_ || v.empty() || v.find_first_of(" \"=\n\t\\") != std::string_view::npos) {
+      Quoted(v);
+    } else {
+      out_ += v;
+    }
+  }
+  void Num(std::string_view key, uint64_t v) {
+    Key(key);
+    out_ += std::to_string(v);
+  }
+  void Ms(std::string_view key, int64_t us) {
+    Key(key);
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3f", static_cast<double>(us) / 1e3);
+    out_ += buf;
+  }
+  std::string Done() {
+    if (json_) out_ += "}";
+    return std::move(out_);
+  }
+
+ private:
+  void Key(std::string_view key) {
+    if (json_) {
+      out_ += ",\"";
+      out_ += key;
+      out_ += "\":";
+    } else {
+      out_ += " ";
+      out_ += key;
+      out_ += "=";
+    }
+  }
+  void Quoted(std::string_view v) { AppendJsonString(out_, v); }
+
+  bool json_;
+  std::string out_;
+};
+
+}  // namespace
+
 std::string Lifecycle::Line(const storage::ObservedEvent& e) const {
   const auto& ev = e.event;
-  nlohmann::ordered_json j;
-  j["msg"] = "job." + Lower(EventName(ev.type()));
-  j["event"] = EventName(ev.type());
-  j["seq"] = ev.seq();
-  if (ev.job_id()) j["job_id"] = ev.job_id();
+  const std::string event = EventName(ev.type());
+  LineWriter w(format_, "job." + Lower(event));
+  if (format_ == LogFormat::kJson) w.Str("ts", Time(ev.time_us()));
+  w.Str("event", event);
+  w.Num("seq", ev.seq());
+  if (ev.job_id()) w.Num("job_id", ev.job_id());
   const uint64_t parent = e.job ? e.job->parent_job_id() : ev.parent_job_id();
-  if (parent) j["parent_job_id"] = parent;
-  j["queue"] = ev.queue();
-  if (!ev.job_type().empty()) j["type"] = ev.job_type();
-  if (ev.job_id()) j["attempt"] = ev.attempt();
-  if (ev.job_id()) j["status"] = StateName(ev.to_state());
+  if (parent) w.Num("parent_job_id", parent);
+  w.Str("queue", ev.queue());
+  if (!ev.job_type().empty()) w.Str("type", ev.job_type());
+  if (ev.job_id()) {
+    w.Num("attempt", ev.attempt());
+    w.Str("status", StateName(ev.to_state()));
+  }
   const std::string& tp = !ev.traceparent().empty() ? ev.traceparent()
                           : e.job                   ? e.job->traceparent()
-                                                    : std::string();
+                                                    : ev.traceparent();
   if (tp.size() >= 52) {
-    j["trace_id"] = tp.substr(3, 32);
-    j["span_id"] = tp.substr(36, 16);
+    w.Str("trace_id", std::string_view(tp).substr(3, 32));
+    w.Str("span_id", std::string_view(tp).substr(36, 16));
   }
-  j["principal"] = ev.principal();
-  if (!ev.worker_id().empty()) j["worker_id"] = ev.worker_id();
-  if (e.job) j["enqueued_at"] = Time(e.job->created_at_us());
-  if (ev.attempt_started_us()) j["started_at"] = Time(ev.attempt_started_us());
+  w.Str("principal", ev.principal());
+  if (!ev.worker_id().empty()) w.Str("worker_id", ev.worker_id());
+  if (e.job) w.Str("enqueued_at", Time(e.job->created_at_us()));
+  if (ev.attempt_started_us()) w.Str("started_at", Time(ev.attempt_started_us()));
   if (*Outcome(ev.type())) {
-    j["finished_at"] = Time(ev.time_us());
-    j["outcome"] = Outcome(ev.type());
+    w.Str("finished_at", Time(ev.time_us()));
+    w.Str("outcome", Outcome(ev.type()));
   }
-  if (ev.type() == sv1::EVENT_LEASED && e.job) {
-    j["wait_ms"] = static_cast<double>(ev.time_us() - e.job->run_at_us()) / 1e3;
-  }
-  if (ev.attempt_started_us()) {
-    j["run_ms"] = static_cast<double>(ev.time_us() - ev.attempt_started_us()) / 1e3;
-  }
+  if (ev.type() == sv1::EVENT_LEASED && e.job) w.Ms("wait_ms", ev.time_us() - e.job->run_at_us());
+  if (ev.attempt_started_us()) w.Ms("run_ms", ev.time_us() - ev.attempt_started_us());
   if (ev.has_error()) {
-    j["error.kind"] = KindName(ev.error().kind());
-    j["error.code"] = ev.error().code();
-    j["error.message"] = ev.error().message();
+    w.Str("error.kind", KindName(ev.error().kind()));
+    w.Str("error.code", ev.error().code());
+    w.Str("error.message", ev.error().message());
   }
-  if (ev.type() == sv1::EVENT_RETRY_SCHEDULED) j["retry_at"] = Time(ev.run_at_us());
-  if (!ev.reason().empty()) j["reason"] = ev.reason();
-  if (format_ == LogFormat::kJson) {
-    j["ts"] = Time(ev.time_us());
-    return j.dump();
-  }
-  std::string line = j["msg"].get<std::string>();
-  for (auto it = j.begin(); it != j.end(); ++it) {
-    if (it.key() == "msg") continue;
-    line += " " + it.key() + "=" + (it->is_string() ? it->get<std::string>() : it->dump());
-  }
-  return line;
+  if (ev.type() == sv1::EVENT_RETRY_SCHEDULED) w.Str("retry_at", Time(ev.run_at_us()));
+  if (!ev.reason().empty()) w.Str("reason", ev.reason());
+  return w.Done();
 }
 
 }  // namespace ledgerq::server

@@ -8,6 +8,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "metrics/metrics.h"
@@ -16,6 +17,9 @@
 namespace ledgerq::server {
 
 enum class LogFormat { kText, kJson };
+
+// Appends `v` to `out` as a JSON string literal (quotes and escapes included).
+void AppendJsonString(std::string& out, std::string_view v);
 
 class Lifecycle {
  public:

@@ -32,9 +32,12 @@ struct CfSpec {
   bool point_lookups;  // gets a bloom filter
 };
 constexpr CfSpec kColumnFamilies[] = {
-    {Cf::kLog, "log", false},          {Cf::kJobs, "jobs", true},
-    {Cf::kPayloads, "payloads", true}, {Cf::kIdempotency, "idempotency", true},
-    {Cf::kMeta, "meta", false},        {Cf::kQueues, "queues", false},
+    {Cf::kLog, "log", false},
+    {Cf::kJobs, "jobs", true},
+    {Cf::kPayloads, "payloads", true},
+    {Cf::kIdempotency, "idempotency", true},
+    {Cf::kMeta, "meta", false},
+    {Cf::kQueues, "queues", false},
     // Index: job id ++ sequence -> "", so a job's history is one prefix scan.
     {Cf::kJobEvents, "job_events", false},
     // Index: W3C trace id (32 hex) ++ job id -> "", for lookups by trace.
@@ -107,6 +110,13 @@ Digest Fingerprint(std::string_view type, const Digest& payload_sha256) {
   return Sha256Pair(buf, AsBytes(payload_sha256));
 }
 
+// An appended event as the committer saw it, kept as bytes until the finisher decodes it.
+struct RawObserved {
+  uint64_t job_id = 0;
+  std::string event_bytes;
+  std::string job_bytes;  // the encoded job record after the event, if the event changed one
+};
+
 // ---------------------------------------------------------------------------------------------
 // Txn: what one committer group sees and writes. Reads see the group's own earlier writes
 // (the overlay) before the database, so transitions later in a group build on earlier ones.
@@ -114,7 +124,7 @@ Digest Fingerprint(std::string_view type, const Digest& payload_sha256) {
 class Txn {
  public:
   Txn(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* const* cfs, ChainHeadInfo* head, int64_t now_us,
-      std::vector<ObservedEvent>* observed)
+      std::vector<RawObserved>* observed)
       : db_(db), cfs_(cfs), head_(head), now_us_(now_us), observed_(observed) {}
 
   int64_t now_us() const { return now_us_; }
@@ -134,15 +144,17 @@ class Txn {
   }
 
   void WriteJob(const JobRecord& rec) {
-    batch_.Put(cf(Cf::kJobs), EncodeU64(rec.id()), EncodeRecord(kJobFormatVersion, rec));
-    jobs_[rec.id()] = rec;
+    std::string value = EncodeRecord(kJobFormatVersion, rec);
     if (observed_) {
-      // The job as it stands after the events just appended for it.
+      // The job as it stands after the events just appended for it. Bytes only: the observer
+      // decodes them on the finisher thread, off the committer.
       for (auto it = observed_->rbegin(); it != observed_->rend(); ++it) {
-        if (it->event.job_id() != rec.id() || it->job) break;
-        it->job = rec;
+        if (it->job_id != rec.id() || !it->job_bytes.empty()) break;
+        it->job_bytes = value;
       }
     }
+    batch_.Put(cf(Cf::kJobs), EncodeU64(rec.id()), value);
+    jobs_[rec.id()] = rec;
   }
 
   void IndexTrace(std::string_view trace_id, uint64_t job_id) {
@@ -206,7 +218,7 @@ class Txn {
     head_->seq = body.seq();
     head_->hash = hash;
     ++events_;
-    if (observed_) observed_->push_back({body, std::nullopt});
+    if (observed_) observed_->push_back({body.job_id(), std::move(bytes), {}});
     return body.seq();
   }
 
@@ -222,7 +234,7 @@ class Txn {
   std::unordered_map<std::string, IdempotencyRecord> idem_;
   std::unordered_map<std::string, QueueRecord> queues_;
   size_t events_ = 0;
-  std::vector<ObservedEvent>* observed_;
+  std::vector<RawObserved>* observed_;
 };
 
 // One queued transition. Apply runs on the committer thread and decides; Finish runs after the
@@ -565,9 +577,9 @@ class JobStore::Impl {
     std::deque<std::unique_ptr<Op>> ops;
     Status status;
     bool needs_sync = false;
-    SnapshotPtr snapshot;  // the database right after this group's write
-    ChainHeadInfo head;    // the chain head after this group
-    std::vector<ObservedEvent> observed;  // for opts.on_durable
+    SnapshotPtr snapshot;               // the database right after this group's write
+    ChainHeadInfo head;                 // the chain head after this group
+    std::vector<RawObserved> observed;  // for opts.on_durable
   };
 
   StoreOptions opts;
@@ -731,11 +743,23 @@ class JobStore::Impl {
     to_finish.Close();
   }
 
+  void Observe(const std::vector<RawObserved>& raw) {
+    std::vector<ObservedEvent> out(raw.size());
+    for (size_t i = 0; i < raw.size(); ++i) {
+      out[i].event.ParseFromString(raw[i].event_bytes);
+      if (!raw[i].job_bytes.empty()) {
+        JobRecord job;
+        if (DecodeRecord(raw[i].job_bytes, kJobFormatVersion, &job, "job").ok()) out[i].job = job;
+      }
+    }
+    opts.on_durable(out);
+  }
+
   void FinishLoop() {
     std::deque<Group> batch;
     while (to_finish.PopAll(&batch)) {
       for (auto& g : batch) {
-        if (g.status.ok() && !g.observed.empty()) opts.on_durable(g.observed);
+        if (g.status.ok() && !g.observed.empty()) Observe(g.observed);
         for (auto& op : g.ops) op->Finish(g.status);
       }
       batch.clear();
@@ -1008,8 +1032,8 @@ Result<std::vector<uint64_t>> JobStore::JobsByTraceId(const std::string& trace_i
   std::vector<uint64_t> out;
   for (it->Seek(trace_id); it->Valid() && it->key().starts_with(trace_id) && out.size() < limit;
        it->Next()) {
-    auto id = DecodeU64(std::string_view(it->key().data() + trace_id.size(),
-                                         it->key().size() - trace_id.size()));
+    auto id = DecodeU64(
+        std::string_view(it->key().data() + trace_id.size(), it->key().size() - trace_id.size()));
     if (id.ok()) out.push_back(*id);
   }
   LEDGERQ_RETURN_IF_ERROR(FromRocks(it->status(), "scan trace index"));

@@ -90,7 +90,6 @@ using EnqueueCallback = std::function<void(std::vector<EnqueueOutcome>)>;
 using JobCallback = std::function<void(Result<JobRecord>)>;
 using QueueRecord = ledgerq::storage::v1::QueueRecord;
 
-
 // What a transition function may write besides the job record. Every event gets the next
 // sequence, the group's time, the job's id, queue and type, and the op's principal unless it
 // names its own. A state change without an event is refused (contract 6).
