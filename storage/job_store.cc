@@ -25,7 +25,7 @@ using v1::ChainHead;
 using v1::IdempotencyRecord;
 
 // The column families, declared once and bound by name after open (never by position).
-enum class Cf { kLog, kJobs, kPayloads, kIdempotency, kMeta, kQueues, kJobEvents, kByTrace };
+enum class Cf { kLog, kJobs, kPayloads, kIdempotency, kMeta, kQueues, kByTrace };
 struct CfSpec {
   Cf id;
   const char* name;
@@ -38,8 +38,6 @@ constexpr CfSpec kColumnFamilies[] = {
     {Cf::kIdempotency, "idempotency", true},
     {Cf::kMeta, "meta", false},
     {Cf::kQueues, "queues", false},
-    // Index: job id ++ sequence -> "", so a job's history is one prefix scan.
-    {Cf::kJobEvents, "job_events", false},
     // Index: W3C trace id (32 hex) ++ job id -> "", for lookups by trace.
     {Cf::kByTrace, "by_trace", false},
 };
@@ -212,9 +210,6 @@ class Txn {
     std::string bytes = body.SerializeAsString();
     Digest hash = ChainHash(head_->hash, bytes);
     batch_.Put(cf(Cf::kLog), EncodeU64(body.seq()), EncodeEvent(head_->hash, hash, bytes));
-    if (body.job_id() != 0) {
-      batch_.Put(cf(Cf::kJobEvents), EncodeU64(body.job_id()) + EncodeU64(body.seq()), "");
-    }
     head_->seq = body.seq();
     head_->hash = hash;
     ++events_;
@@ -306,8 +301,10 @@ class EnqueueOp final : public Op {
         ev.set_traceparent(item.traceparent);
         ev.set_from_state(original->state());
         ev.set_to_state(original->state());
-        txn.AppendEvent(ev);
-        return {Status::Ok(), std::move(original).value(), true};
+        JobRecord job = std::move(original).value();
+        job.add_event_seqs(txn.AppendEvent(ev));
+        txn.WriteJob(job);
+        return {Status::Ok(), std::move(job), true};
       }
     }
 
@@ -348,6 +345,7 @@ class EnqueueOp final : public Op {
     *ev.mutable_labels() = rec.labels();
     ev.set_to_state(rec.state());
     rec.set_last_event_seq(txn.AppendEvent(ev));
+    rec.add_event_seqs(rec.last_event_seq());
 
     txn.WriteJob(rec);
     txn.WritePayload(rec.id(), item.payload);
@@ -404,6 +402,7 @@ class CancelOp final : public Op {
     rec.set_cancel_reason(reason_);
     rec.set_updated_at_us(txn.now_us());
     rec.set_last_event_seq(txn.AppendEvent(ev));
+    rec.add_event_seqs(rec.last_event_seq());
     txn.WriteJob(rec);
     result_ = std::move(rec);
   }
@@ -504,6 +503,7 @@ class TransitionOp final : public Op {
       ev.set_queue(rec.queue());
       ev.set_job_type(rec.type());
       rec.set_last_event_seq(txn.AppendEvent(ev));
+      rec.add_event_seqs(rec.last_event_seq());
     }
     if (!w.events_.empty()) rec.set_updated_at_us(txn.now_us());
     if (w.result_) {
@@ -997,30 +997,26 @@ Status JobStore::ScanEvents(uint64_t from_seq,
 
 Result<std::vector<EventBody>> JobStore::GetJobEvents(uint64_t id) const {
   Impl::SnapshotPtr hold;
-  const std::string prefix = EncodeU64(id);
-  auto it = impl_->DurableIterator(Cf::kJobEvents, &hold);
+  rocksdb::ReadOptions ro = impl_->DurableRead(&hold);
+  std::string value;
+  auto s = impl_->db->Get(ro, impl_->cf(Cf::kJobs), EncodeU64(id), &value);
+  if (s.IsNotFound()) return Status::NotFound("job " + std::to_string(id) + " not found");
+  LEDGERQ_RETURN_IF_ERROR(FromRocks(s, "read job"));
+  JobRecord job;
+  LEDGERQ_RETURN_IF_ERROR(DecodeRecord(value, kJobFormatVersion, &job, "job"));
   std::vector<EventBody> out;
-  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-    auto seq = DecodeU64(std::string_view(it->key().data() + 8, it->key().size() - 8));
-    if (!seq.ok()) return seq.status();
-    std::string value;
-    rocksdb::ReadOptions ro;
-    ro.snapshot = hold.get();
-    auto s = impl_->db->Get(ro, impl_->cf(Cf::kLog), EncodeU64(*seq), &value);
-    if (s.IsNotFound()) continue;  // archived away (issue 6); the index outlives it briefly
+  out.reserve(job.event_seqs_size());
+  for (uint64_t seq : job.event_seqs()) {
+    s = impl_->db->Get(ro, impl_->cf(Cf::kLog), EncodeU64(seq), &value);
+    if (s.IsNotFound()) continue;  // archived away (issue 6)
     LEDGERQ_RETURN_IF_ERROR(FromRocks(s, "read event"));
     auto ev = DecodeEvent(value);
     if (!ev.ok()) return ev.status();
     EventBody body;
     if (!body.ParseFromArray(ev->body_bytes.data(), static_cast<int>(ev->body_bytes.size()))) {
-      return Status::Corruption("event " + std::to_string(*seq) + " cannot be parsed");
+      return Status::Corruption("event " + std::to_string(seq) + " cannot be parsed");
     }
     out.push_back(std::move(body));
-  }
-  LEDGERQ_RETURN_IF_ERROR(FromRocks(it->status(), "scan job events"));
-  if (out.empty()) {
-    auto job = GetJob(id);
-    if (!job.ok()) return job.status();
   }
   return out;
 }
