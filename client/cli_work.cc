@@ -25,7 +25,7 @@ client::Outcome RunOne(const WorkArgs& a, client::JobContext& job) {
       {"LEDGERQ_QUEUE", j.queue()},
       {"LEDGERQ_JOB_TYPE", j.type()},
       {"LEDGERQ_IDEMPOTENCY_KEY", j.idempotency_key()},
-      {"TRACEPARENT", j.traceparent()},
+      {"TRACEPARENT", job.traceparent()},
   };
   auto r = client::RunProcess(a.command, env, job.payload(), kMaxResult, kStderrTail);
   if (!r.started) return client::Outcome::Permanent("CANNOT_START", r.start_error);

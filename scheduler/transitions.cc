@@ -1,5 +1,7 @@
 #include "scheduler/transitions.h"
 
+#include <random>
+
 #include "common/duration.h"
 #include "common/sha256.h"
 
@@ -38,9 +40,22 @@ EventBody Ev(sv1::EventType type, const JobRecord& job) {
   ev.set_type(type);
   ev.set_attempt(job.attempts());
   ev.set_from_state(job.state());
-  ev.set_traceparent(job.traceparent());
+  ev.set_traceparent(job.state() == sv1::STATE_LEASED && !job.attempt_traceparent().empty()
+                         ? job.attempt_traceparent()
+                         : job.traceparent());
   if (job.state() == sv1::STATE_LEASED) ev.set_attempt_started_us(job.lease_started_us());
   return ev;
+}
+
+// The job's trace id with a fresh span id: each attempt is its own span in the job's trace.
+std::string AttemptTraceparent(const std::string& job_tp) {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  if (job_tp.size() < 35) return job_tp;
+  static constexpr char kHex[] = "0123456789abcdef";
+  uint64_t v = rng() | 1;
+  std::string span(16, '0');
+  for (int i = 15; i >= 0; --i, v >>= 4) span[i] = kHex[v & 0xf];
+  return job_tp.substr(0, 35) + "-" + span + "-01";
 }
 
 // After a failed attempt (reported, or an expired lease): retry after a backoff, or dead-letter.
@@ -117,6 +132,8 @@ storage::TransitionFn LeaseFn(LeaseGrant grant) {
     job.set_lease_started_us(now);
     job.set_lease_granted_us(now);
     job.set_lease_deadline_us(grant.deadline_us);
+    job.set_attempt_traceparent(AttemptTraceparent(job.traceparent()));
+    ev.set_traceparent(job.attempt_traceparent());
     ev.set_attempt(job.attempts());
     ev.set_to_state(job.state());
     ev.set_worker_id(grant.worker_id);

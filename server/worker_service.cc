@@ -65,6 +65,8 @@ class LeaseReactor final : public grpc::ServerUnaryReactor {
         out->mutable_token()->set_attempt(lj.job.attempts());
         *out->mutable_deadline() = TimeUtil::MicrosecondsToTimestamp(lj.deadline_us);
         if (lj.checkpoint) out->set_checkpoint(*lj.checkpoint);
+        out->set_traceparent(lj.job.attempt_traceparent().empty() ? lj.job.traceparent()
+                                                                  : lj.job.attempt_traceparent());
       }
     }
     if (metrics_) metrics_->GrpcRequest("Lease", GrpcCodeName(st.error_code()));

@@ -378,8 +378,12 @@ TEST_CASE("ledgerq work retries a failing command with backoff until it succeeds
     CHECK(result["type"] == "flaky.cmd");
     CHECK(result["payload"] == nlohmann::json::parse(s.payload));
     CHECK(result["key"] == s.key);
-    CHECK(result["traceparent"] == s.traceparent);
-    CHECK(result["traceparent"] == job.traceparent());
+    // The attempt runs in the job's trace (same trace id) as a span of its own.
+    const std::string tp = result["traceparent"].get<std::string>();
+    REQUIRE(tp.size() == 55);
+    CHECK(tp.substr(0, 36) == s.traceparent.substr(0, 36));
+    CHECK(tp.substr(36, 16) != s.traceparent.substr(36, 16));
+    CHECK(job.traceparent() == s.traceparent);
     CHECK_THAT(err_text, Catch::Contains("job " + std::to_string(s.id) + " attempt 3 completed"));
     CHECK_THAT(err_text, Catch::Contains("job " + std::to_string(s.id) +
                                          " attempt 1 failed (transient) EXIT_3"));
