@@ -40,6 +40,8 @@ int RunJobs(const Globals& g, const std::string& queue, const std::string& state
 int RunDlqList(const Globals& g, const std::string& queue, uint32_t limit);
 int RunDlqRedrive(const Globals& g, const std::string& queue, uint32_t limit, uint64_t id);
 int RunPause(const Globals& g, const std::string& queue, bool pause);
+int RunFailures(const Globals& g, const std::string& since, const std::string& queue,
+                const std::string& type);
 
 struct WorkArgs {
   std::vector<std::string> queues;

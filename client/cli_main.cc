@@ -247,6 +247,13 @@ int main(int argc, char** argv) {
   auto* resume = app.add_subcommand("resume", "Resume leasing from a queue");
   resume->add_option("queue", pq, "Queue")->required();
 
+  std::string fsince = "1h", fqueue, ftype;
+  auto* failures =
+      app.add_subcommand("failures", "Failed attempts grouped by queue, type and code");
+  failures->add_option("--since", fsince, "How far back (default 1h, at most 30d)");
+  failures->add_option("--queue", fqueue, "Only this queue");
+  failures->add_option("--type", ftype, "Only this job type");
+
   WorkArgs wa;
   auto* work =
       app.add_subcommand("work", "Run a command for every job: ledgerq work --queue Q -- CMD ARGS");
@@ -282,5 +289,6 @@ int main(int argc, char** argv) {
   if (*pause) return RunPause(g, pq, true);
   if (*resume) return RunPause(g, pq, false);
   if (*work) return RunWork(g, wa);
+  if (*failures) return RunFailures(g, fsince, fqueue, ftype);
   return 2;
 }

@@ -206,4 +206,49 @@ int RunPause(const Globals& g, const std::string& queue, bool pause) {
   return 0;
 }
 
+int RunFailures(const Globals& g, const std::string& since, const std::string& queue,
+                const std::string& type) {
+  auto d = ParseDuration(since, "--since");
+  if (!d.ok()) return Fail(d.status());
+  auto client = Connect(g);
+  if (!client.ok()) return Fail(client.status());
+  v1::ListFailuresRequest req;
+  req.set_queue(queue);
+  req.set_type(type);
+  *req.mutable_since() = TimeUtil::MicrosecondsToDuration(d->count());
+  auto r = client->ListFailures(req);
+  if (!r.ok()) return Fail(r.status());
+  auto kind = [](v1::ErrorKind k) {
+    return k == v1::ERROR_KIND_PERMANENT ? std::string("permanent") : std::string("transient");
+  };
+  if (g.output == "json") {
+    auto arr = nlohmann::json::array();
+    for (const auto& f : r->groups()) {
+      arr.push_back({{"queue", f.queue()},
+                     {"type", f.type()},
+                     {"code", f.code()},
+                     {"kind", kind(f.kind())},
+                     {"count", f.count()},
+                     {"first_seen", TimeUtil::ToString(f.first_seen())},
+                     {"last_seen", TimeUtil::ToString(f.last_seen())},
+                     {"sample_job_ids", std::vector<uint64_t>(f.sample_job_ids().begin(),
+                                                              f.sample_job_ids().end())}});
+    }
+    std::cout << arr.dump(2) << "\n";
+    return 0;
+  }
+  std::vector<std::vector<std::string>> rows = {
+      {"QUEUE", "TYPE", "CODE", "KIND", "COUNT", "FIRST_SEEN", "LAST_SEEN", "SAMPLE_JOBS"}};
+  for (const auto& f : r->groups()) {
+    std::string samples;
+    for (uint64_t id : f.sample_job_ids())
+      samples += (samples.empty() ? "" : ",") + std::to_string(id);
+    rows.push_back({f.queue(), f.type(), f.code(), kind(f.kind()), std::to_string(f.count()),
+                    TimeUtil::ToString(f.first_seen()), TimeUtil::ToString(f.last_seen()),
+                    samples});
+  }
+  PrintTable(rows);
+  return 0;
+}
+
 }  // namespace ledgerq::cli

@@ -140,4 +140,8 @@ Result<v1::RedriveResponse> Client::Redrive(const v1::RedriveRequest& req) {
   return Call(admin_.get(), &AdminStub::Redrive, req);
 }
 
+Result<v1::ListFailuresResponse> Client::ListFailures(const v1::ListFailuresRequest& req) {
+  return Call(admin_.get(), &AdminStub::ListFailures, req);
+}
+
 }  // namespace ledgerq::client

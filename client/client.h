@@ -48,6 +48,7 @@ class Client {
   [[nodiscard]] Result<v1::ListJobsResponse> ListJobs(const v1::ListJobsRequest& req);
   [[nodiscard]] Result<v1::ListJobsResponse> ListDeadLetters(const v1::ListJobsRequest& req);
   [[nodiscard]] Result<v1::RedriveResponse> Redrive(const v1::RedriveRequest& req);
+  [[nodiscard]] Result<v1::ListFailuresResponse> ListFailures(const v1::ListFailuresRequest& req);
 
   v1::JobService::Stub* jobs() { return jobs_.get(); }
   v1::WorkerService::Stub* workers() { return workers_.get(); }

@@ -89,13 +89,15 @@ nlohmann::json JobToJson(const v1::Job& job) {
   if (job.errors_size() > 0) {
     auto& errors = j["errors"] = nlohmann::json::array();
     for (const auto& e : job.errors()) {
-      errors.push_back({{"attempt", e.attempt()},
-                        {"at", Time(e.at())},
-                        {"worker_id", e.worker_id()},
-                        {"kind", ErrorKindName(e.kind())},
-                        {"code", e.code()},
-                        {"message", e.message()},
-                        {"details", e.details()}});
+      nlohmann::json err{{"attempt", e.attempt()},     {"at", Time(e.at())},
+                         {"worker_id", e.worker_id()}, {"kind", ErrorKindName(e.kind())},
+                         {"code", e.code()},           {"message", e.message()},
+                         {"details", e.details()}};
+      if (!e.worker_host().empty()) err["worker_host"] = e.worker_host();
+      if (e.has_lease_started()) err["lease_started"] = Time(e.lease_started());
+      if (e.has_lease_ended()) err["lease_ended"] = Time(e.lease_ended());
+      if (!e.payload_snapshot().empty()) err["payload_snapshot"] = e.payload_snapshot();
+      errors.push_back(std::move(err));
     }
   }
   return j;
@@ -144,7 +146,9 @@ std::string JobToText(const v1::Job& job) {
   row("cancel_reason", job.cancel_reason());
   for (const auto& e : job.errors()) {
     row("error", "attempt " + std::to_string(e.attempt()) + " " + ErrorKindName(e.kind()) + " " +
-                     e.code() + ": " + e.message());
+                     e.code() + ": " + e.message() +
+                     (e.worker_id().empty() ? "" : " (worker " + e.worker_id() + ")"));
+    if (!e.payload_snapshot().empty()) row("  payload was", e.payload_snapshot());
   }
   return out.str();
 }

@@ -92,6 +92,10 @@ sv1::AttemptErrorRecord RecordError(JobRecord& job, int64_t now, const AttemptFa
   e->set_code(f.code);
   e->set_message(f.message);
   e->set_details(f.details);
+  e->set_worker_host(f.worker_host);
+  e->set_lease_started_us(job.lease_started_us());
+  e->set_lease_ended_us(now);
+  e->set_payload_snapshot(f.payload_snapshot);
   return *e;
 }
 

@@ -30,6 +30,8 @@ struct AttemptFailure {
   std::string code;
   std::string message;
   std::string details;
+  std::string worker_host;       // the reporting worker's address
+  std::string payload_snapshot;  // masked, see server/payload_snapshot.h
 };
 
 inline constexpr int32_t kTransient = 1;

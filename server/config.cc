@@ -213,6 +213,26 @@ Result<Config> ParseConfigToml(std::string_view text, Config base) {
     const std::string prefix = "queues." + name + ".";
     for (auto& [k, node] : keys) {
       const Key v(prefix + k, *node);
+      if (k == "mask-fields") {
+        const toml::array* arr = node->as_array();
+        std::vector<std::string> words;
+        bool ok = arr != nullptr;
+        if (arr) {
+          for (auto&& el : *arr) {
+            auto w = el.value<std::string>();
+            if (!w || w->empty())
+              ok = false;
+            else
+              words.push_back(*w);
+          }
+        }
+        if (!ok) {
+          return Status::InvalidArgument("config: " + prefix + k +
+                                         ": must be an array of non-empty strings");
+        }
+        c.queue_masks[name] = std::move(words);
+        continue;
+      }
       if (k == "max-attempts") {
         auto n = v.Int();
         if (!n.ok()) return n.status();

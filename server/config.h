@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/status.h"
 #include "scheduler/retry_policy.h"
@@ -32,6 +33,9 @@ struct Config {
   // Per-queue policies from [queues.NAME] tables, fully resolved over `retry`.
   std::map<std::string, scheduler::RetryPolicy> queues;
   double redrive_rate = 5000;  // jobs per second moved back by a queue-wide redrive
+  // Per-queue words masked in the payload snapshots of failed attempts ([queues.NAME]
+  // mask-fields); queues without their own use server::DefaultMaskFields().
+  std::map<std::string, std::vector<std::string>> queue_masks;
 
   const scheduler::RetryPolicy& PolicyOf(const std::string& queue) const {
     auto it = queues.find(queue);

@@ -18,6 +18,7 @@
 #include "server/http_server.h"
 #include "server/job_service.h"
 #include "server/lifecycle.h"
+#include "server/payload_snapshot.h"
 #include "server/worker_service.h"
 
 namespace ledgerq::server {
@@ -88,7 +89,12 @@ Status RunDaemon(const Config& config) {
           .created = [&dispatcher](const auto& job) { dispatcher.OnCreated(job); },
           .cancelled = [&dispatcher](const auto& job) { dispatcher.OnCancelled(job); },
       });
-  WorkerServiceImpl workers(&dispatcher, &metrics, SystemClock::Instance());
+  WorkerServiceImpl workers(&dispatcher, store.get(), &metrics, SystemClock::Instance(),
+                            [&config](const std::string& queue) -> const std::vector<std::string>& {
+                              auto it = config.queue_masks.find(queue);
+                              return it == config.queue_masks.end() ? DefaultMaskFields()
+                                                                    : it->second;
+                            });
   AdminServiceImpl admin(&dispatcher, store.get(), &metrics, SystemClock::Instance());
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

@@ -248,6 +248,10 @@ v1::Job ToApiJob(const storage::JobRecord& rec, int64_t now_us) {
     out->set_code(e.code());
     out->set_message(e.message());
     out->set_details(e.details());
+    out->set_worker_host(e.worker_host());
+    if (e.lease_started_us()) *out->mutable_lease_started() = FromMicros(e.lease_started_us());
+    if (e.lease_ended_us()) *out->mutable_lease_ended() = FromMicros(e.lease_ended_us());
+    out->set_payload_snapshot(e.payload_snapshot());
   }
   job.set_payload_sha256(rec.payload_sha256());
   job.set_submitted_by(rec.submitted_by());
@@ -293,6 +297,8 @@ v1::JobEvent ToApiEvent(const storage::EventBody& ev) {
     e->set_code(ev.error().code());
     e->set_message(ev.error().message());
     e->set_details(ev.error().details());
+    e->set_worker_host(ev.error().worker_host());
+    e->set_payload_snapshot(ev.error().payload_snapshot());
   }
   if (ev.run_at_us()) *out.mutable_run_at() = FromMicros(ev.run_at_us());
   out.set_reason(ev.reason());

@@ -3,11 +3,15 @@
 #include <google/protobuf/util/time_util.h>
 
 #include <charconv>
+#include <deque>
 #include <limits>
+#include <map>
 #include <memory>
+#include <tuple>
 
 #include "server/job_mapping.h"
 #include "server/job_service.h"
+#include "server/payload_snapshot.h"
 
 namespace ledgerq::server {
 namespace {
@@ -98,9 +102,13 @@ v1::QueueInfo ToQueueInfo(const scheduler::QueueStats& s) {
 
 // ---------------------------------------------------------------------------------------------
 
-WorkerServiceImpl::WorkerServiceImpl(scheduler::Dispatcher* dispatcher, metrics::Metrics* metrics,
-                                     Clock* clock)
-    : dispatcher_(dispatcher), metrics_(metrics), clock_(clock) {}
+WorkerServiceImpl::WorkerServiceImpl(scheduler::Dispatcher* dispatcher, storage::JobStore* store,
+                                     metrics::Metrics* metrics, Clock* clock, MaskFieldsFn masks)
+    : dispatcher_(dispatcher),
+      store_(store),
+      metrics_(metrics),
+      clock_(clock),
+      masks_(std::move(masks)) {}
 
 void WorkerServiceImpl::Finish(grpc::ServerUnaryReactor* reactor, const char* method,
                                const grpc::Status& st) {
@@ -285,6 +293,15 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Fail(grpc::CallbackServerContext* c
   f.code = e.code();
   f.message = e.message();
   f.details = e.details();
+  // Failure context: where the report came from, and what the payload looked like (masked).
+  f.worker_host = ctx->peer();
+  if (auto colon = f.worker_host.rfind(':'); colon != std::string::npos && colon > 5) {
+    f.worker_host.resize(colon);  // "ipv4:10.0.0.7:53422" -> "ipv4:10.0.0.7"
+  }
+  if (auto job = store_->GetJob(req->token().job_id()); job.ok()) {
+    auto payload = store_->GetPayload(job->id());
+    if (payload.ok()) f.payload_snapshot = PayloadSnapshot(*payload, masks_(job->queue()));
+  }
   dispatcher_->Fail(ToToken(req->token()), std::move(f), retry_after, kAnonymous,
                     Answer(reactor, "Fail", resp));
   return reactor;
@@ -498,6 +515,56 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Redrive(grpc::CallbackServerContext*
         resp->set_redriven(n);
         Finish(reactor, "Redrive", grpc::Status::OK);
       });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ListFailures(grpc::CallbackServerContext* ctx,
+                                                         const v1::ListFailuresRequest* req,
+                                                         v1::ListFailuresResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  Status st;
+  if (!req->queue().empty()) st = ValidateName(req->queue(), "queue");
+  if (st.ok() && !req->type().empty()) st = ValidateName(req->type(), "type");
+  microseconds since = std::chrono::hours(1);
+  if (st.ok() && req->has_since()) {
+    st = CheckDuration(req->since(), std::chrono::hours(24 * 30), "since", "30d");
+    since = Us(req->since());
+  }
+  if (!st.ok()) {
+    Finish(reactor, "ListFailures", ToGrpcStatus(st));
+    return reactor;
+  }
+  struct Group {
+    v1::FailureGroup g;
+    std::deque<uint64_t> samples;
+  };
+  std::map<std::tuple<std::string, std::string, std::string>, Group> groups;
+  st = store_->ScanFailures(clock_->WallMicros() - since.count(),
+                            [&](int64_t at, const storage::FailureRecord& f) {
+                              if (!req->queue().empty() && f.queue() != req->queue()) return;
+                              if (!req->type().empty() && f.job_type() != req->type()) return;
+                              auto& grp = groups[{f.queue(), f.job_type(), f.code()}];
+                              if (grp.g.count() == 0) {
+                                grp.g.set_queue(f.queue());
+                                grp.g.set_type(f.job_type());
+                                grp.g.set_code(f.code());
+                                *grp.g.mutable_first_seen() = TimeUtil::MicrosecondsToTimestamp(at);
+                              }
+                              grp.g.set_count(grp.g.count() + 1);
+                              grp.g.set_kind(static_cast<v1::ErrorKind>(f.kind()));
+                              *grp.g.mutable_last_seen() = TimeUtil::MicrosecondsToTimestamp(at);
+                              grp.samples.push_front(f.job_id());
+                              if (grp.samples.size() > 5) grp.samples.pop_back();
+                            });
+  std::vector<v1::FailureGroup> out;
+  for (auto& [key, grp] : groups) {
+    for (uint64_t id : grp.samples) grp.g.add_sample_job_ids(id);
+    out.push_back(std::move(grp.g));
+  }
+  std::stable_sort(out.begin(), out.end(),
+                   [](const auto& a, const auto& b) { return a.count() > b.count(); });
+  for (auto& g : out) *resp->add_groups() = std::move(g);
+  Finish(reactor, "ListFailures", ToGrpcStatus(st));
   return reactor;
 }
 

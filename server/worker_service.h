@@ -2,6 +2,10 @@
 // decision to the dispatcher, answering from its callbacks; neither holds queue state.
 #pragma once
 
+#include <functional>
+#include <string>
+#include <vector>
+
 #include "common/clock.h"
 #include "ledgerq/v1/ledgerq.grpc.pb.h"
 #include "metrics/metrics.h"
@@ -16,9 +20,13 @@ inline constexpr size_t kMaxErrorDetailsBytes = 16 * 1024;
 inline constexpr size_t kMaxErrorMessageBytes = 4 * 1024;
 inline constexpr size_t kMaxHeartbeatTokens = 1000;
 
+// The words masked in a queue's payload snapshots.
+using MaskFieldsFn = std::function<const std::vector<std::string>&(const std::string& queue)>;
+
 class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
  public:
-  WorkerServiceImpl(scheduler::Dispatcher* dispatcher, metrics::Metrics* metrics, Clock* clock);
+  WorkerServiceImpl(scheduler::Dispatcher* dispatcher, storage::JobStore* store,
+                    metrics::Metrics* metrics, Clock* clock, MaskFieldsFn masks);
 
   grpc::ServerUnaryReactor* Lease(grpc::CallbackServerContext* ctx, const v1::LeaseRequest* req,
                                   v1::LeaseResponse* resp) override;
@@ -42,8 +50,10 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
                                             v1::JobResponse* resp);
 
   scheduler::Dispatcher* dispatcher_;
+  storage::JobStore* store_;
   metrics::Metrics* metrics_;
   Clock* clock_;
+  MaskFieldsFn masks_;
 };
 
 class AdminServiceImpl final : public v1::AdminService::CallbackService {
@@ -66,6 +76,9 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
                                             v1::ListJobsResponse* resp) override;
   grpc::ServerUnaryReactor* Redrive(grpc::CallbackServerContext* ctx, const v1::RedriveRequest* req,
                                     v1::RedriveResponse* resp) override;
+  grpc::ServerUnaryReactor* ListFailures(grpc::CallbackServerContext* ctx,
+                                         const v1::ListFailuresRequest* req,
+                                         v1::ListFailuresResponse* resp) override;
 
  private:
   void Finish(grpc::ServerUnaryReactor* reactor, const char* method, const grpc::Status& st);

@@ -25,7 +25,7 @@ using v1::ChainHead;
 using v1::IdempotencyRecord;
 
 // The column families, declared once and bound by name after open (never by position).
-enum class Cf { kLog, kJobs, kPayloads, kIdempotency, kMeta, kQueues, kByTrace };
+enum class Cf { kLog, kJobs, kPayloads, kIdempotency, kMeta, kQueues, kByTrace, kFailures };
 struct CfSpec {
   Cf id;
   const char* name;
@@ -40,7 +40,10 @@ constexpr CfSpec kColumnFamilies[] = {
     {Cf::kQueues, "queues", false},
     // Index: W3C trace id (32 hex) ++ job id -> "", for lookups by trace.
     {Cf::kByTrace, "by_trace", false},
+    // Index: time ++ sequence -> FailureRecord, one per failed attempt.
+    {Cf::kFailures, "failures", false},
 };
+constexpr uint8_t kFailureFormatVersion = 1;
 constexpr size_t kNumCfs = std::size(kColumnFamilies);
 constexpr char kChainHeadKey[] = "chain_head";
 constexpr uint8_t kQueueFormatVersion = 1;
@@ -213,6 +216,17 @@ class Txn {
     head_->seq = body.seq();
     head_->hash = hash;
     ++events_;
+    if (body.has_error()) {
+      v1::FailureRecord f;
+      f.set_job_id(body.job_id());
+      f.set_queue(body.queue());
+      f.set_job_type(body.job_type());
+      f.set_code(body.error().code());
+      f.set_kind(body.error().kind());
+      batch_.Put(cf(Cf::kFailures),
+                 EncodeU64(static_cast<uint64_t>(now_us_)) + EncodeU64(body.seq()),
+                 EncodeRecord(kFailureFormatVersion, f));
+    }
     if (observed_) observed_->push_back({body.job_id(), std::move(bytes), {}});
     return body.seq();
   }
@@ -1019,6 +1033,22 @@ Result<std::vector<EventBody>> JobStore::GetJobEvents(uint64_t id) const {
     out.push_back(std::move(body));
   }
   return out;
+}
+
+Status JobStore::ScanFailures(
+    int64_t since_us, const std::function<void(int64_t at_us, const FailureRecord&)>& fn) const {
+  Impl::SnapshotPtr hold;
+  auto it = impl_->DurableIterator(Cf::kFailures, &hold);
+  for (it->Seek(EncodeU64(static_cast<uint64_t>(std::max<int64_t>(0, since_us)))); it->Valid();
+       it->Next()) {
+    if (it->key().size() != 16) continue;
+    auto at = DecodeU64(std::string_view(it->key().data(), 8));
+    FailureRecord f;
+    LEDGERQ_RETURN_IF_ERROR(DecodeRecord(std::string_view(it->value().data(), it->value().size()),
+                                         kFailureFormatVersion, &f, "failure"));
+    fn(static_cast<int64_t>(*at), f);
+  }
+  return FromRocks(it->status(), "scan failures");
 }
 
 Result<std::vector<uint64_t>> JobStore::JobsByTraceId(const std::string& trace_id,

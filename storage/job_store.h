@@ -89,6 +89,7 @@ struct EnqueueOutcome {
 using EnqueueCallback = std::function<void(std::vector<EnqueueOutcome>)>;
 using JobCallback = std::function<void(Result<JobRecord>)>;
 using QueueRecord = ledgerq::storage::v1::QueueRecord;
+using FailureRecord = ledgerq::storage::v1::FailureRecord;
 
 // What a transition function may write besides the job record. Every event gets the next
 // sequence, the group's time, the job's id, queue and type, and the op's principal unless it
@@ -154,6 +155,9 @@ class JobStore {
   [[nodiscard]] Result<JobRecord> GetJob(uint64_t id) const;
   // The job's events in order (its history); kNotFound for an unknown job.
   [[nodiscard]] Result<std::vector<EventBody>> GetJobEvents(uint64_t id) const;
+  // Every failed attempt (a FAILED or LEASE_EXPIRED event) at or after `since_us`, in time order.
+  [[nodiscard]] Status ScanFailures(
+      int64_t since_us, const std::function<void(int64_t at_us, const FailureRecord&)>& fn) const;
   // Jobs submitted with this W3C trace id (32 lowercase hex), ascending, at most `limit`.
   [[nodiscard]] Result<std::vector<uint64_t>> JobsByTraceId(const std::string& trace_id,
                                                             size_t limit = 100) const;
