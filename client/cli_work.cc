@@ -27,6 +27,7 @@ client::Outcome RunOne(const WorkArgs& a, client::JobContext& job) {
       {"LEDGERQ_IDEMPOTENCY_KEY", j.idempotency_key()},
       {"TRACEPARENT", job.traceparent()},
   };
+  if (!job.leased().tracestate().empty()) env["TRACESTATE"] = job.leased().tracestate();
   auto r = client::RunProcess(a.command, env, job.payload(), kMaxResult, kStderrTail);
   if (!r.started) return client::Outcome::Permanent("CANNOT_START", r.start_error);
   std::string tail = r.err_tail;

@@ -47,6 +47,7 @@ class JobContext {
   const std::string& payload() const { return leased_.job().payload(); }
   uint32_t attempt() const { return leased_.token().attempt(); }
   const v1::LeaseToken& token() const { return leased_.token(); }
+  const v1::LeasedJob& leased() const { return leased_; }
   // This attempt's W3C traceparent (the job's trace id, a span id of its own).
   const std::string& traceparent() const {
     return leased_.traceparent().empty() ? leased_.job().traceparent() : leased_.traceparent();

@@ -89,7 +89,8 @@ std::string NewTraceparent() {
 }
 
 Status ToNewJob(const v1::EnqueueRequest& req, const EnqueueLimits& limits, int64_t now_us,
-                std::string_view metadata_traceparent, storage::NewJob* out) {
+                std::string_view metadata_traceparent, storage::NewJob* out,
+                std::string_view metadata_tracestate) {
   LEDGERQ_RETURN_IF_ERROR(ValidateName(req.queue(), "queue"));
   LEDGERQ_RETURN_IF_ERROR(ValidateName(req.type(), "type"));
   if (req.payload().size() > limits.max_payload_bytes) {
@@ -161,6 +162,11 @@ Status ToNewJob(const v1::EnqueueRequest& req, const EnqueueLimits& limits, int6
                                    " is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)");
   }
   if (traceparent.empty()) traceparent = NewTraceparent();
+  std::string tracestate = req.tracestate();
+  if (tracestate.empty()) tracestate = std::string(metadata_tracestate);
+  if (tracestate.size() > 512 || HasControlChars(tracestate)) {
+    return Status::InvalidArgument("tracestate: must be at most 512 printable bytes (W3C)");
+  }
   std::optional<storage::v1::RetryPolicyRecord> retry;
   if (req.has_retry_policy()) {
     const auto& rp = req.retry_policy();
@@ -216,6 +222,7 @@ Status ToNewJob(const v1::EnqueueRequest& req, const EnqueueLimits& limits, int6
   out->labels.clear();
   for (const auto& [k, v] : req.labels()) out->labels.emplace(k, v);
   out->traceparent = std::move(traceparent);
+  out->tracestate = std::move(tracestate);
   return Status::Ok();
 }
 
@@ -231,6 +238,7 @@ v1::Job ToApiJob(const storage::JobRecord& rec, int64_t now_us) {
   job.set_parent_job_id(rec.parent_job_id());
   for (const auto& [k, v] : rec.labels()) (*job.mutable_labels())[k] = v;
   job.set_traceparent(rec.traceparent());
+  job.set_tracestate(rec.tracestate());
   auto state = static_cast<v1::JobState>(rec.state());
   if (state == v1::JOB_STATE_SCHEDULED && rec.run_at_us() <= now_us) {
     state = v1::JOB_STATE_READY;

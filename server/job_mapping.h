@@ -37,7 +37,7 @@ inline constexpr int64_t kMaxScheduleAheadUs = 366LL * 24 * 3600 * 1'000'000;
 // value, used when the field is empty. Writes nothing on error.
 [[nodiscard]] Status ToNewJob(const v1::EnqueueRequest& req, const EnqueueLimits& limits,
                               int64_t now_us, std::string_view metadata_traceparent,
-                              storage::NewJob* out);
+                              storage::NewJob* out, std::string_view metadata_tracestate = {});
 
 // W3C trace context: "00-<32 hex trace id>-<16 hex span id>-<2 hex flags>", ids not all zero.
 bool IsValidTraceparent(std::string_view tp);

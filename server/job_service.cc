@@ -41,7 +41,8 @@ grpc::ServerUnaryReactor* JobServiceImpl::Enqueue(grpc::CallbackServerContext* c
   auto* reactor = ctx->DefaultReactor();
   const int64_t now = clock_->WallMicros();
   std::vector<storage::NewJob> items(1);
-  Status st = ToNewJob(*req, limits_, now, MetadataValue(ctx, "traceparent"), &items[0]);
+  Status st = ToNewJob(*req, limits_, now, MetadataValue(ctx, "traceparent"), &items[0],
+                       MetadataValue(ctx, "tracestate"));
   if (!st.ok()) {
     Finish(reactor, "Enqueue", ToGrpcStatus(st));
     return reactor;
@@ -72,6 +73,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::EnqueueBatch(grpc::CallbackServerConte
   }
   const int64_t now = clock_->WallMicros();
   const std::string_view md_tp = MetadataValue(ctx, "traceparent");
+  const std::string_view md_ts = MetadataValue(ctx, "tracestate");
   // Invalid items get their own error; the valid ones are written together in one batch.
   auto slot_of = std::make_shared<std::vector<int>>();  // index into `items` per valid request
   std::vector<storage::NewJob> items;
@@ -79,7 +81,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::EnqueueBatch(grpc::CallbackServerConte
   for (int i = 0; i < n; ++i) {
     auto* result = resp->add_results();
     storage::NewJob job;
-    Status st = ToNewJob(req->items(i), limits_, now, md_tp, &job);
+    Status st = ToNewJob(req->items(i), limits_, now, md_tp, &job, md_ts);
     if (!st.ok()) {
       result->mutable_error()->set_code(static_cast<int>(ToGrpcCode(st.code())));
       result->mutable_error()->set_message("items[" + std::to_string(i) + "]." + st.message());

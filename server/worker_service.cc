@@ -69,6 +69,7 @@ class LeaseReactor final : public grpc::ServerUnaryReactor {
         out->mutable_token()->set_attempt(lj.job.attempts());
         *out->mutable_deadline() = TimeUtil::MicrosecondsToTimestamp(lj.deadline_us);
         if (lj.checkpoint) out->set_checkpoint(*lj.checkpoint);
+        out->set_tracestate(lj.job.tracestate());
         out->set_traceparent(lj.job.attempt_traceparent().empty() ? lj.job.traceparent()
                                                                   : lj.job.attempt_traceparent());
       }

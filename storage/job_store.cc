@@ -334,6 +334,7 @@ class EnqueueOp final : public Op {
     rec.set_parent_job_id(item.parent_job_id);
     for (auto& [k, v] : item.labels) (*rec.mutable_labels())[k] = v;
     rec.set_traceparent(item.traceparent);
+    rec.set_tracestate(item.tracestate);
     if (item.retry) *rec.mutable_retry() = *item.retry;
     rec.set_state(run_at > now ? v1::STATE_SCHEDULED : v1::STATE_READY);
     rec.set_created_at_us(now);

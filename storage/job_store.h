@@ -77,6 +77,7 @@ struct NewJob {
   uint64_t parent_job_id = 0;
   std::map<std::string, std::string> labels;
   std::string traceparent;
+  std::string tracestate;
   std::optional<ledgerq::storage::v1::RetryPolicyRecord> retry;  // per-job backoff override
 };
 

@@ -100,6 +100,8 @@ TEST_CASE("every validation rule names its field", "[server]") {
        "idempotency_key"},
       {"idempotency key with newline", [](auto& r) { r.set_idempotency_key("a\nb"); },
        "idempotency_key"},
+      {"tracestate too long", [](auto& r) { r.set_tracestate(std::string(513, 'a')); },
+       "tracestate"},
   };
   for (const auto& c : cases) {
     INFO(c.name);
@@ -109,6 +111,16 @@ TEST_CASE("every validation rule names its field", "[server]") {
     CHECK(st.code() == Code::kInvalidArgument);
     CHECK_THAT(st.message(), Catch::Contains(c.field));
   }
+}
+
+TEST_CASE("tracestate comes from the field, else from metadata", "[server]") {
+  storage::NewJob out;
+  REQUIRE(ToNewJob(Valid(), EnqueueLimits{}, kNow, {}, &out, "vendor=abc").ok());
+  CHECK(out.tracestate == "vendor=abc");
+  auto r = Valid();
+  r.set_tracestate("mine=1");
+  REQUIRE(ToNewJob(r, EnqueueLimits{}, kNow, {}, &out, "vendor=abc").ok());
+  CHECK(out.tracestate == "mine=1");
 }
 
 TEST_CASE("the metadata traceparent is validated too", "[server]") {
