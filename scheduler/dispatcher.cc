@@ -243,7 +243,8 @@ void Dispatcher::ExpireDue() {
     SetPhase(id, e, Phase::kSettling);
     Token token{id, e.attempt};
     std::vector<storage::TransitionItem> items;
-    items.push_back({id, ExpireFn(token, PolicyOf(*e.queue), Drawer())});
+    items.push_back({id, ExpireFn(token, PolicyOf(*e.queue), Drawer(),
+                                  opts_.payload_snapshot ? opts_.payload_snapshot(id) : "")});
     store_->Transition(
         std::move(items), "ledgerqd", [this, token](std::vector<Result<storage::JobRecord>> rs) {
           OnStrand(

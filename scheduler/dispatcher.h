@@ -42,6 +42,9 @@ struct DispatcherOptions {
   double redrive_per_second = 5000;
   size_t redrive_chunk = 500;
   std::function<double()> random;  // [0, 1); default: a seeded mt19937_64
+  // The masked payload snapshot kept with a failed attempt (expiries: the dispatcher fails
+  // those itself); optional.
+  std::function<std::string(uint64_t job_id)> payload_snapshot;
 };
 
 struct LeaseParams {

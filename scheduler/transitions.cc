@@ -220,13 +220,14 @@ storage::TransitionFn ReleaseFn(Token token, std::chrono::microseconds delay) {
 }
 
 storage::TransitionFn ExpireFn(Token token, RetryPolicy queue_policy,
-                               std::function<double()> random) {
+                               std::function<double()> random, std::string payload_snapshot) {
   return [=](JobRecord& job, TransitionWriter& w, int64_t now) -> Status {
     LEDGERQ_RETURN_IF_ERROR(CheckToken(job, token));
     AttemptFailure f;
     f.kind = kTransient;
     f.code = "LEASE_EXPIRED";
     f.message = "no heartbeat before the lease deadline";
+    f.payload_snapshot = payload_snapshot;
     EventBody ev = Ev(sv1::EVENT_LEASE_EXPIRED, job);
     ev.set_worker_id(job.lease_worker_id());
     *ev.mutable_error() = RecordError(job, now, f);

@@ -53,7 +53,7 @@ storage::TransitionFn FailFn(Token token, AttemptFailure failure,
                              RetryPolicy queue_policy, std::function<double()> random);
 storage::TransitionFn ReleaseFn(Token token, std::chrono::microseconds delay);
 storage::TransitionFn ExpireFn(Token token, RetryPolicy queue_policy,
-                               std::function<double()> random);
+                               std::function<double()> random, std::string payload_snapshot = {});
 storage::TransitionFn RedriveFn();
 // Gives back a lease that was granted to a long-poll whose client vanished before it could be
 // answered; the attempt is refunded.

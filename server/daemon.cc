@@ -70,6 +70,17 @@ Status RunDaemon(const Config& config) {
   dopts.default_policy = config.retry;
   dopts.queue_policies = config.queues;
   dopts.redrive_per_second = config.redrive_rate;
+  auto masks_of = [&config](const std::string& queue) -> const std::vector<std::string>& {
+    auto it = config.queue_masks.find(queue);
+    return it == config.queue_masks.end() ? DefaultMaskFields() : it->second;
+  };
+  storage::JobStore* store_ptr = store.get();
+  dopts.payload_snapshot = [store_ptr, masks_of](uint64_t id) -> std::string {
+    auto job = store_ptr->GetJob(id);
+    auto payload = store_ptr->GetPayload(id);
+    if (!job.ok() || !payload.ok()) return "";
+    return PayloadSnapshot(*payload, masks_of(job->queue()));
+  };
   scheduler::Dispatcher dispatcher(store.get(), ioc, dopts);
   {
     const auto start = std::chrono::steady_clock::now();
@@ -89,12 +100,7 @@ Status RunDaemon(const Config& config) {
           .created = [&dispatcher](const auto& job) { dispatcher.OnCreated(job); },
           .cancelled = [&dispatcher](const auto& job) { dispatcher.OnCancelled(job); },
       });
-  WorkerServiceImpl workers(&dispatcher, store.get(), &metrics, SystemClock::Instance(),
-                            [&config](const std::string& queue) -> const std::vector<std::string>& {
-                              auto it = config.queue_masks.find(queue);
-                              return it == config.queue_masks.end() ? DefaultMaskFields()
-                                                                    : it->second;
-                            });
+  WorkerServiceImpl workers(&dispatcher, store.get(), &metrics, SystemClock::Instance(), masks_of);
   AdminServiceImpl admin(&dispatcher, store.get(), &metrics, SystemClock::Instance());
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

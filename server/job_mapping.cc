@@ -306,6 +306,12 @@ v1::JobEvent ToApiEvent(const storage::EventBody& ev) {
     e->set_message(ev.error().message());
     e->set_details(ev.error().details());
     e->set_worker_host(ev.error().worker_host());
+    if (ev.error().lease_started_us()) {
+      *e->mutable_lease_started() = FromMicros(ev.error().lease_started_us());
+    }
+    if (ev.error().lease_ended_us()) {
+      *e->mutable_lease_ended() = FromMicros(ev.error().lease_ended_us());
+    }
     e->set_payload_snapshot(ev.error().payload_snapshot());
   }
   if (ev.run_at_us()) *out.mutable_run_at() = FromMicros(ev.run_at_us());

@@ -167,6 +167,9 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJobHistory(grpc::CallbackServerCont
   } else if (req->has_idempotency()) {
     const auto& ref = req->idempotency();
     st = ValidateName(ref.queue(), "idempotency.queue");
+    if (st.ok() && ref.idempotency_key().empty()) {
+      st = Status::InvalidArgument("idempotency.idempotency_key: must not be empty");
+    }
     if (st.ok()) {
       auto job = store_->GetJobByIdempotencyKey(ref.queue(), ref.idempotency_key());
       if (job.ok())
