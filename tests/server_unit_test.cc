@@ -5,6 +5,9 @@
 #include "server/config.h"
 #include "server/http_server.h"
 #include "server/job_mapping.h"
+#include "server/lifecycle.h"
+
+#include <nlohmann/json.hpp>
 
 using namespace ledgerq;
 using namespace ledgerq::server;
@@ -210,4 +213,53 @@ default-max-attempts = 9
     REQUIRE_FALSE(r.ok());
     CHECK_THAT(r.status().message(), Catch::Contains(b.mention));
   }
+}
+
+TEST_CASE("lifecycle lines carry the standard attributes and never a payload", "[server][logs]") {
+  storage::ObservedEvent e;
+  e.event.set_seq(7);
+  e.event.set_job_id(42);
+  e.event.set_type(storage::v1::EVENT_FAILED);
+  e.event.set_time_us(1'800'000'000'123'456);
+  e.event.set_queue("emails");
+  e.event.set_job_type("send");
+  e.event.set_attempt(2);
+  e.event.set_to_state(storage::v1::STATE_LEASED);
+  e.event.set_attempt_started_us(1'800'000'000'000'000);
+  e.event.set_worker_id("w1");
+  e.event.set_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+  e.event.mutable_error()->set_kind(1);
+  e.event.mutable_error()->set_code("DB_TIMEOUT");
+  e.event.mutable_error()->set_message("said \"no\"\n");
+  e.event.mutable_error()->set_payload_snapshot("{\"password\":\"***\"}");
+  e.job.emplace();
+  e.job->set_created_at_us(1'799'999'999'000'000);
+  e.job->set_parent_job_id(41);
+
+  Lifecycle json(nullptr, nullptr, LogFormat::kJson);
+  auto j = nlohmann::json::parse(json.Line(e));
+  CHECK(j["msg"] == "job.failed");
+  CHECK(j["job_id"] == 42);
+  CHECK(j["parent_job_id"] == 41);
+  CHECK(j["queue"] == "emails");
+  CHECK(j["type"] == "send");
+  CHECK(j["attempt"] == 2);
+  CHECK(j["status"] == "leased");
+  CHECK(j["trace_id"] == "0af7651916cd43dd8448eb211c80319c");
+  CHECK(j["span_id"] == "b7ad6b7169203331");
+  CHECK(j["outcome"] == "failure");
+  CHECK(j["error.code"] == "DB_TIMEOUT");
+  CHECK(j["error.kind"] == "transient");
+  CHECK(j["error.message"] == "said \"no\"\n");
+  CHECK(j["ts"] == "2027-01-15T08:00:00.123456Z");
+  CHECK(j["started_at"] == "2027-01-15T08:00:00.000000Z");
+  CHECK(j["enqueued_at"] == "2027-01-15T07:59:59.000000Z");
+  CHECK(j["run_ms"] == Approx(123.456));
+  CHECK(j.dump().find("password") == std::string::npos);  // not even a masked snapshot
+
+  Lifecycle text(nullptr, nullptr, LogFormat::kText);
+  std::string line = text.Line(e);
+  CHECK(line.rfind("job.failed ", 0) == 0);
+  CHECK_THAT(line, Catch::Contains("job_id=42"));
+  CHECK_THAT(line, Catch::Contains("error.code=DB_TIMEOUT"));
 }
