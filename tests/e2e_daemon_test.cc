@@ -47,8 +47,10 @@ using ledgerq::Code;
 using ledgerq::client::Client;
 using ledgerq::testing::Daemon;
 using ledgerq::testing::ExitInfo;
+using ledgerq::testing::HttpGet;
 using ledgerq::testing::LedgerqCliPath;
 using ledgerq::testing::LedgerqdPath;
+using ledgerq::testing::Lower;
 using ledgerq::testing::MakeClient;
 using ledgerq::testing::NamesNumber;
 using ledgerq::testing::Req;
@@ -60,11 +62,6 @@ using namespace std::chrono_literals;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-std::string Lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  return s;
-}
 
 struct TimedRun {
   ExitInfo exit;
@@ -132,50 +129,6 @@ TimedRun RunWithTimeout(const std::vector<std::string>& args, std::chrono::milli
   if (WIFEXITED(status)) r.exit = {true, WEXITSTATUS(status)};
   if (WIFSIGNALED(status)) r.exit = {false, WTERMSIG(status)};
   return r;
-}
-
-struct HttpReply {
-  int status = 0;  // 0: no parsable answer
-  std::string headers, body;
-};
-
-// One HTTP/1.1 GET over a plain POSIX socket, Connection: close, read to EOF.
-HttpReply HttpGet(int port, const std::string& path) {
-  HttpReply reply;
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return reply;
-  timeval tv{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return reply;
-  }
-  const std::string request = "GET " + path +
-                              " HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port) +
-                              "\r\nConnection: close\r\n\r\n";
-  size_t sent = 0;
-  while (sent < request.size()) {
-    ssize_t n = ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
-    if (n <= 0) break;
-    sent += static_cast<size_t>(n);
-  }
-  std::string raw;
-  char buf[8192];
-  ssize_t n;
-  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) raw.append(buf, static_cast<size_t>(n));
-  ::close(fd);
-  auto head_end = raw.find("\r\n\r\n");
-  if (raw.rfind("HTTP/1.", 0) != 0 || head_end == std::string::npos) return reply;
-  auto sp = raw.find(' ');
-  reply.status = std::atoi(raw.c_str() + sp + 1);
-  reply.headers = raw.substr(0, head_end);
-  reply.body = raw.substr(head_end + 4);
-  return reply;
 }
 
 // A loopback port that refuses connections: bound (so nobody else takes it) but not listening.

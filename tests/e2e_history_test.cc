@@ -10,8 +10,6 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdint>
-#include <fstream>
-#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -32,69 +30,26 @@ using google::protobuf::util::MessageDifferencer;
 using google::protobuf::util::TimeUtil;
 using ledgerq::Code;
 using ledgerq::client::Client;
+using ledgerq::testing::Cli;
+using ledgerq::testing::CompleteReq;
 using ledgerq::testing::Daemon;
 using ledgerq::testing::ExitInfo;
-using ledgerq::testing::LedgerqCliPath;
+using ledgerq::testing::FailReq;
+using ledgerq::testing::LeaseReq;
 using ledgerq::testing::MakeClient;
 using ledgerq::testing::NamesNumber;
 using ledgerq::testing::Req;
-using ledgerq::testing::RunCommand;
+using ledgerq::testing::Seconds;
 using ledgerq::testing::TempDir;
+using ledgerq::testing::WaitFor;
+using ledgerq::testing::WriteFile;
 namespace v1 = ledgerq::v1;
 using namespace std::chrono_literals;
-using SteadyClock = std::chrono::steady_clock;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-google::protobuf::Duration Dur(int64_t s, int32_t nanos = 0) {
-  google::protobuf::Duration d;
-  d.set_seconds(s);
-  d.set_nanos(nanos);
-  return d;
-}
-
-v1::LeaseRequest LeaseReq(const std::string& queue, uint32_t max_jobs, int64_t wait_seconds,
-                          const std::string& worker_id = "hist-worker") {
-  v1::LeaseRequest r;
-  r.add_queues(queue);
-  r.set_worker_id(worker_id);
-  r.set_max_jobs(max_jobs);
-  *r.mutable_lease_duration() = Dur(30);
-  *r.mutable_wait() = Dur(wait_seconds);
-  return r;
-}
-
-v1::FailRequest FailReq(const v1::LeaseToken& token, v1::ErrorKind kind, const std::string& code,
-                        const std::string& message) {
-  v1::FailRequest r;
-  *r.mutable_token() = token;
-  r.mutable_error()->set_kind(kind);
-  r.mutable_error()->set_code(code);
-  r.mutable_error()->set_message(message);
-  return r;
-}
-
 int64_t Us(const google::protobuf::Timestamp& t) { return TimeUtil::TimestampToMicroseconds(t); }
-
-// Polls `pred` until it holds or `limit` passes; returns whether it held.
-bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds limit,
-             std::chrono::milliseconds every = 25ms) {
-  const auto deadline = SteadyClock::now() + limit;
-  for (;;) {
-    if (pred()) return true;
-    if (SteadyClock::now() >= deadline) return false;
-    std::this_thread::sleep_for(every);
-  }
-}
-
-// Runs the CLI against `server` with `args`; returns exit info, output in *out / *err.
-ExitInfo Cli(const std::string& server, const std::vector<std::string>& args, std::string* out,
-             std::string* err) {
-  std::vector<std::string> argv = {LedgerqCliPath(), "--server", server};
-  argv.insert(argv.end(), args.begin(), args.end());
-  return RunCommand(argv, out, err);
-}
 
 std::vector<std::string> EventTypes(const v1::JobHistory& h) {
   std::vector<std::string> out;
@@ -141,7 +96,7 @@ RetriedJob RunRetriedJob(Client& client, const std::string& queue, const std::st
   CHECK(again->deduplicated());
   CHECK(again->job().id() == out.id);
 
-  auto lease1 = client.Lease(LeaseReq(queue, 1, 5, "hist-worker-1"));
+  auto lease1 = client.Lease(LeaseReq(queue, 1, 30, 5, "hist-worker-1"));
   REQUIRE(lease1.ok());
   REQUIRE(lease1->jobs_size() == 1);
   const auto& lj1 = lease1->jobs(0);
@@ -172,7 +127,7 @@ RetriedJob RunRetriedJob(Client& client, const std::string& queue, const std::st
   INFO("job state while waiting for the retry: " << last_state);
   REQUIRE(due);
 
-  auto lease2 = client.Lease(LeaseReq(queue, 1, 5, "hist-worker-2"));
+  auto lease2 = client.Lease(LeaseReq(queue, 1, 30, 5, "hist-worker-2"));
   REQUIRE(lease2.ok());
   REQUIRE(lease2->jobs_size() == 1);
   const auto& lj2 = lease2->jobs(0);
@@ -180,10 +135,7 @@ RetriedJob RunRetriedJob(Client& client, const std::string& queue, const std::st
   CHECK(lj2.token().attempt() == 2);
   out.lease_tp[1] = lj2.traceparent();
 
-  v1::CompleteRequest done;
-  *done.mutable_token() = lj2.token();
-  done.set_result(R"({"ok":true})");
-  auto completed = client.Complete(done);
+  auto completed = client.Complete(CompleteReq(lj2.token(), R"({"ok":true})"));
   REQUIRE(completed.ok());
   CHECK(completed->job().state() == v1::JOB_STATE_SUCCEEDED);
   return out;
@@ -204,6 +156,26 @@ std::vector<std::string> Snapshots(Client& client, uint64_t id) {
     if (ev.has_error()) out.push_back(ev.error().payload_snapshot());
   }
   return out;
+}
+
+// Leases jobs of `queue` (up to `max_jobs` a call, as hist-worker) until `want` are held or 5 s
+// pass, adding each token to *tokens by job id; returns how many it leased.
+size_t LeaseTokens(Client& client, const std::string& queue, uint32_t max_jobs, size_t want,
+                   std::map<uint64_t, v1::LeaseToken>* tokens) {
+  size_t got = 0;
+  WaitFor(
+      [&] {
+        auto l = client.Lease(LeaseReq(queue, max_jobs, 30, 2, "hist-worker"));
+        if (l.ok()) {
+          for (const auto& lj : l->jobs()) {
+            (*tokens)[lj.job().id()] = lj.token();
+            ++got;
+          }
+        }
+        return got >= want;
+      },
+      5s, 1ms);
+  return got;
 }
 
 // SHA-256 of "hello" (a well-known test vector), so the snapshot is checked against an
@@ -405,10 +377,7 @@ TEST_CASE("a failed attempt keeps its host, lease times and a payload snapshot m
   TempDir tmp;
   REQUIRE_FALSE(tmp.path().empty());
   const std::string config = tmp.Sub("ledgerq.toml");
-  {
-    std::ofstream f(config);
-    f << "[queues.pay]\nmask-fields = [\"ssn\"]\n";
-  }
+  REQUIRE(WriteFile(config, "[queues.pay]\nmask-fields = [\"ssn\"]\n"));
   Daemon daemon;
   const bool started = daemon.Start(tmp.Sub("data"), {"--config", config});
   INFO("daemon stderr:\n" << daemon.stderr_text());
@@ -428,20 +397,7 @@ TEST_CASE("a failed attempt keeps its host, lease times and a payload snapshot m
   std::map<uint64_t, v1::LeaseToken> tokens;
   for (const auto& [queue, n] :
        std::vector<std::pair<std::string, size_t>>{{"pay", 1}, {"other", 2}}) {
-    size_t got = 0;
-    WaitFor(
-        [&] {
-          auto l = client.Lease(LeaseReq(queue, static_cast<uint32_t>(n), 2));
-          if (l.ok()) {
-            for (const auto& lj : l->jobs()) {
-              tokens[lj.job().id()] = lj.token();
-              ++got;
-            }
-          }
-          return got >= n;
-        },
-        5s, 1ms);
-    REQUIRE(got == n);
+    REQUIRE(LeaseTokens(client, queue, static_cast<uint32_t>(n), n, &tokens) == n);
   }
   REQUIRE(tokens.size() == 3);
   for (const auto& [id, token] : tokens) {
@@ -542,20 +498,7 @@ TEST_CASE("ListFailures groups failed attempts by queue, type and code", "[e2e][
   for (const std::string queue : {"fq", "oq"}) {
     const size_t want =
         std::count_if(plan.begin(), plan.end(), [&](const Plan& p) { return p.queue == queue; });
-    size_t got = 0;
-    WaitFor(
-        [&] {
-          auto l = client.Lease(LeaseReq(queue, 16, 2));
-          if (l.ok()) {
-            for (const auto& lj : l->jobs()) {
-              tokens[lj.job().id()] = lj.token();
-              ++got;
-            }
-          }
-          return got >= want;
-        },
-        5s, 1ms);
-    REQUIRE(got == want);
+    REQUIRE(LeaseTokens(client, queue, 16, want, &tokens) == want);
   }
   // Fail them one at a time, in plan order, so "latest first" is well defined.
   for (size_t i = 0; i < plan.size(); ++i) {
@@ -565,7 +508,7 @@ TEST_CASE("ListFailures groups failed attempts by queue, type and code", "[e2e][
   }
 
   v1::ListFailuresRequest req;
-  *req.mutable_since() = Dur(3600);
+  *req.mutable_since() = Seconds(3600);
   req.set_queue("fq");
   auto r = client.ListFailures(req);
   REQUIRE(r.ok());
@@ -605,7 +548,7 @@ TEST_CASE("ListFailures groups failed attempts by queue, type and code", "[e2e][
 
   // No queue filter: the other queue's group too.
   v1::ListFailuresRequest all;
-  *all.mutable_since() = Dur(3600);
+  *all.mutable_since() = Seconds(3600);
   auto r_all = client.ListFailures(all);
   REQUIRE(r_all.ok());
   CHECK(r_all->groups_size() == 5);
@@ -629,14 +572,14 @@ TEST_CASE("ListFailures groups failed attempts by queue, type and code", "[e2e][
   // A window that ends before any failure: nothing.
   std::this_thread::sleep_for(50ms);
   v1::ListFailuresRequest recent;
-  *recent.mutable_since() = Dur(0, 1'000'000);  // 1 ms
+  *recent.mutable_since() = Seconds(0, 1'000'000);  // 1 ms
   auto r_recent = client.ListFailures(recent);
   REQUIRE(r_recent.ok());
   CHECK(r_recent->groups_size() == 0);
 
   // More than 30 days back is refused.
   v1::ListFailuresRequest too_far;
-  *too_far.mutable_since() = Dur(31 * 86400);
+  *too_far.mutable_since() = Seconds(31 * 86400);
   auto r_far = client.ListFailures(too_far);
   REQUIRE_FALSE(r_far.ok());
   CHECK(r_far.status().code() == Code::kInvalidArgument);
@@ -697,7 +640,7 @@ TEST_CASE("a FAILED event's error carries the same lease times as the job's erro
 
   auto enq = client.Enqueue(Req("lq", "t", R"({"x":1})"));
   REQUIRE(enq.ok());
-  auto l = client.Lease(LeaseReq("lq", 1, 5));
+  auto l = client.Lease(LeaseReq("lq", 1, 30, 5, "hist-worker"));
   REQUIRE(l.ok());
   REQUIRE(l->jobs_size() == 1);
   REQUIRE(client.Fail(FailReq(l->jobs(0).token(), v1::ERROR_KIND_TRANSIENT, "E", "m")).ok());

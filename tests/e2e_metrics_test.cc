@@ -4,11 +4,7 @@
 // error codes are capped per queue and type, and --log-format json writes one JSON object per
 // line with the standard attributes and never a payload. Every TEST_CASE owns its TempDir and
 // its Daemon, so `ctest -j` is safe.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,7 +14,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
-#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -37,13 +32,21 @@
 namespace {
 
 using ledgerq::client::Client;
+using ledgerq::testing::CompleteReq;
 using ledgerq::testing::Daemon;
 using ledgerq::testing::ExitInfo;
+using ledgerq::testing::FailReq;
+using ledgerq::testing::HttpGet;
+using ledgerq::testing::HttpReply;
+using ledgerq::testing::LeaseReq;
+using ledgerq::testing::Lower;
 using ledgerq::testing::MakeClient;
 using ledgerq::testing::Req;
 using ledgerq::testing::RunCommand;
 using ledgerq::testing::TempDir;
 using ledgerq::testing::Terminate;
+using ledgerq::testing::WaitFor;
+using ledgerq::testing::WriteFile;
 namespace v1 = ledgerq::v1;
 using namespace std::chrono_literals;
 using SteadyClock = std::chrono::steady_clock;
@@ -51,46 +54,14 @@ using SteadyClock = std::chrono::steady_clock;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-google::protobuf::Duration Seconds(int64_t s) {
-  google::protobuf::Duration d;
-  d.set_seconds(s);
-  return d;
-}
-
-v1::LeaseRequest LeaseReq(const std::string& queue, uint32_t max_jobs, int64_t lease_seconds,
-                          int64_t wait_seconds) {
-  v1::LeaseRequest r;
-  r.add_queues(queue);
-  r.set_worker_id("e2e-metrics");
-  r.set_max_jobs(max_jobs);
-  *r.mutable_lease_duration() = Seconds(lease_seconds);
-  *r.mutable_wait() = Seconds(wait_seconds);
-  return r;
-}
-
-v1::CompleteRequest CompleteReq(const v1::LeaseToken& token, const std::string& result) {
-  v1::CompleteRequest r;
-  *r.mutable_token() = token;
-  r.set_result(result);
-  return r;
-}
-
-v1::FailRequest FailReq(const v1::LeaseToken& token, v1::ErrorKind kind, const std::string& code) {
-  v1::FailRequest r;
-  *r.mutable_token() = token;
-  r.mutable_error()->set_kind(kind);
-  r.mutable_error()->set_code(code);
-  r.mutable_error()->set_message("failed with " + code);
-  return r;
-}
-
 // Leases until `want` jobs of `queue` are held or `limit` passes; returns what it got.
 std::vector<v1::LeasedJob> LeaseAll(Client& client, const std::string& queue, size_t want,
                                     std::chrono::milliseconds limit, std::string* why) {
   std::vector<v1::LeasedJob> got;
   const auto deadline = SteadyClock::now() + limit;
   while (got.size() < want && SteadyClock::now() < deadline) {
-    auto r = client.Lease(LeaseReq(queue, static_cast<uint32_t>(want - got.size()), 60, 1));
+    auto r = client.Lease(
+        LeaseReq(queue, static_cast<uint32_t>(want - got.size()), 60, 1, "e2e-metrics"));
     if (!r.ok()) {
       *why = "Lease: " + r.status().ToString();
       return got;
@@ -98,61 +69,6 @@ std::vector<v1::LeasedJob> LeaseAll(Client& client, const std::string& queue, si
     for (const auto& j : r->jobs()) got.push_back(j);
   }
   return got;
-}
-
-// Polls `pred` until it holds or `limit` passes; returns whether it held.
-bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds limit,
-             std::chrono::milliseconds every = 100ms) {
-  const auto deadline = SteadyClock::now() + limit;
-  for (;;) {
-    if (pred()) return true;
-    if (SteadyClock::now() >= deadline) return false;
-    std::this_thread::sleep_for(every);
-  }
-}
-
-struct HttpReply {
-  int status = 0;  // 0: no parsable answer
-  std::string headers, body;
-};
-
-// One HTTP/1.1 GET over a plain POSIX socket, Connection: close, read to EOF.
-HttpReply HttpGet(int port, const std::string& path) {
-  HttpReply reply;
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return reply;
-  timeval tv{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return reply;
-  }
-  const std::string request = "GET " + path +
-                              " HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port) +
-                              "\r\nConnection: close\r\n\r\n";
-  size_t sent = 0;
-  while (sent < request.size()) {
-    ssize_t n = ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
-    if (n <= 0) break;
-    sent += static_cast<size_t>(n);
-  }
-  std::string raw;
-  char buf[8192];
-  ssize_t n;
-  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) raw.append(buf, static_cast<size_t>(n));
-  ::close(fd);
-  auto head_end = raw.find("\r\n\r\n");
-  if (raw.rfind("HTTP/1.", 0) != 0 || head_end == std::string::npos) return reply;
-  auto sp = raw.find(' ');
-  reply.status = std::atoi(raw.c_str() + sp + 1);
-  reply.headers = raw.substr(0, head_end);
-  reply.body = raw.substr(head_end + 4);
-  return reply;
 }
 
 // One sample of the text exposition format.
@@ -288,17 +204,6 @@ std::string Scrape(const Daemon& d, std::string* why) {
   return r.body;
 }
 
-bool WriteFile(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
-  return static_cast<bool>(out);
-}
-
-std::string Lowered(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -364,7 +269,7 @@ TEST_CASE("a live /metrics scrape passes promtool check metrics", "[e2e][metrics
   std::string line;
   while (std::getline(lines, line)) {
     INFO("promtool stderr line: " << line);
-    CHECK(Lowered(line).find("error") == std::string::npos);
+    CHECK(Lower(line).find("error") == std::string::npos);
   }
 }
 

@@ -18,7 +18,6 @@
 #include <chrono>
 #include <cstdint>
 #include <fstream>
-#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -40,8 +39,12 @@ namespace {
 
 using ledgerq::Code;
 using ledgerq::client::Client;
+using ledgerq::testing::Cli;
+using ledgerq::testing::CliArgv;
+using ledgerq::testing::CompleteReq;
 using ledgerq::testing::Daemon;
 using ledgerq::testing::ExitInfo;
+using ledgerq::testing::LeaseReq;
 using ledgerq::testing::LedgerqCliPath;
 using ledgerq::testing::MakeClient;
 using ledgerq::testing::NamesNumber;
@@ -49,6 +52,8 @@ using ledgerq::testing::Req;
 using ledgerq::testing::RunCommand;
 using ledgerq::testing::TempDir;
 using ledgerq::testing::Terminate;
+using ledgerq::testing::WaitFor;
+using ledgerq::testing::WriteFile;
 namespace v1 = ledgerq::v1;
 namespace sv1 = ledgerq::storage::v1;
 using namespace std::chrono_literals;
@@ -56,31 +61,6 @@ using SteadyClock = std::chrono::steady_clock;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-google::protobuf::Duration Seconds(int64_t s, int32_t nanos = 0) {
-  google::protobuf::Duration d;
-  d.set_seconds(s);
-  d.set_nanos(nanos);
-  return d;
-}
-
-v1::LeaseRequest LeaseReq(const std::string& queue, uint32_t max_jobs, int64_t lease_seconds,
-                          int64_t wait_seconds, const std::string& worker_id = "e2e-worker") {
-  v1::LeaseRequest r;
-  r.add_queues(queue);
-  r.set_worker_id(worker_id);
-  r.set_max_jobs(max_jobs);
-  *r.mutable_lease_duration() = Seconds(lease_seconds);
-  *r.mutable_wait() = Seconds(wait_seconds);
-  return r;
-}
-
-v1::CompleteRequest CompleteReq(const v1::LeaseToken& token, const std::string& result) {
-  v1::CompleteRequest r;
-  *r.mutable_token() = token;
-  r.set_result(result);
-  return r;
-}
 
 std::string TokenText(const v1::LeaseToken& t) {
   return "(job " + std::to_string(t.job_id()) + ", attempt " + std::to_string(t.attempt()) + ")";
@@ -95,23 +75,7 @@ std::string ReadFile(const std::string& path) {
 
 // Writes an executable script.
 bool WriteScript(const std::string& path, const std::string& text) {
-  {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    if (!out) return false;
-    out << text;
-  }
-  return ::chmod(path.c_str(), 0755) == 0;
-}
-
-// Polls `pred` until it holds or `limit` passes; returns whether it held.
-bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds limit,
-             std::chrono::milliseconds every = 50ms) {
-  const auto deadline = SteadyClock::now() + limit;
-  for (;;) {
-    if (pred()) return true;
-    if (SteadyClock::now() >= deadline) return false;
-    std::this_thread::sleep_for(every);
-  }
+  return WriteFile(path, text) && ::chmod(path.c_str(), 0755) == 0;
 }
 
 double SecondsSince(SteadyClock::time_point t) {
@@ -213,8 +177,7 @@ bool StoppedBySigterm(const ExitInfo& e) { return e.exited && e.code == 0; }
 // with the reason in *why).
 nlohmann::json QueueJson(const std::string& server, const std::string& queue, std::string* why) {
   std::string out, err;
-  ExitInfo e =
-      RunCommand({LedgerqCliPath(), "--server", server, "--output", "json", "queues"}, &out, &err);
+  ExitInfo e = Cli(server, {"--output", "json", "queues"}, &out, &err);
   if (!e.exited || e.code != 0) {
     *why = "ledgerq queues exited " + std::to_string(e.code) + ": " + err;
     return nullptr;
@@ -229,19 +192,6 @@ nlohmann::json QueueJson(const std::string& server, const std::string& queue, st
   }
   *why = "queue " + queue + " is not listed: " + out;
   return nullptr;
-}
-
-// The argv of the CLI against `server` with `args`.
-std::vector<std::string> CliArgv(const std::string& server, const std::vector<std::string>& args) {
-  std::vector<std::string> argv = {LedgerqCliPath(), "--server", server};
-  argv.insert(argv.end(), args.begin(), args.end());
-  return argv;
-}
-
-// Runs the CLI against `server` with `args`; returns exit info, output in *out / *err.
-ExitInfo Cli(const std::string& server, std::vector<std::string> args, std::string* out,
-             std::string* err) {
-  return RunCommand(CliArgv(server, args), out, err);
 }
 
 // The argv of `ledgerq work` against `server` taking jobs from `queue`, with `flags`, running
