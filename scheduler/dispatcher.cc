@@ -44,7 +44,6 @@ Status ValidateLease(const LeaseParams& p, const DispatcherOptions& o) {
 Dispatcher::Dispatcher(storage::JobStore* store, boost::asio::io_context& ioc,
                        DispatcherOptions opts)
     : store_(store),
-      ioc_(ioc),
       strand_(boost::asio::make_strand(ioc)),
       timer_(strand_),
       opts_(std::move(opts)) {

@@ -222,7 +222,6 @@ class Dispatcher {
   QueueStats StatsOf(const Queue& q) const;
 
   storage::JobStore* store_;
-  boost::asio::io_context& ioc_;
   boost::asio::strand<boost::asio::io_context::executor_type> strand_;
   boost::asio::steady_timer timer_;
   DispatcherOptions opts_;

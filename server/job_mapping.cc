@@ -68,6 +68,14 @@ Status ValidateName(std::string_view value, std::string_view field) {
   return Status::Ok();
 }
 
+Status CheckIdempotencyRef(const v1::IdempotencyRef& ref) {
+  LEDGERQ_RETURN_IF_ERROR(ValidateName(ref.queue(), "idempotency.queue"));
+  if (ref.idempotency_key().empty()) {
+    return Status::InvalidArgument("idempotency.idempotency_key: must not be empty");
+  }
+  return Status::Ok();
+}
+
 bool IsValidTraceparent(std::string_view tp) {
   if (tp.size() != 55 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-') return false;
   std::string_view version = tp.substr(0, 2), trace = tp.substr(3, 32), span = tp.substr(36, 16),

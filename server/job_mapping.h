@@ -32,6 +32,9 @@ inline constexpr int64_t kMaxScheduleAheadUs = 366LL * 24 * 3600 * 1'000'000;
 // Queue and type names: [A-Za-z0-9._:-]{1,128}.
 [[nodiscard]] Status ValidateName(std::string_view value, std::string_view field);
 
+// A lookup by queue + idempotency key: a valid queue name and a non-empty key.
+[[nodiscard]] Status CheckIdempotencyRef(const v1::IdempotencyRef& ref);
+
 // Validates `req` and fills `out` with defaults applied (run_at resolved against `now_us`,
 // traceparent generated when absent). `metadata_traceparent` is the request's gRPC metadata
 // value, used when the field is empty. Writes nothing on error.

@@ -22,10 +22,15 @@ JobServiceImpl::JobServiceImpl(storage::JobStore* store, metrics::Metrics* metri
       limits_(limits),
       observer_(std::move(observer)) {}
 
+void FinishCall(metrics::Metrics* metrics, grpc::ServerUnaryReactor* reactor, const char* method,
+                const grpc::Status& st) {
+  if (metrics) metrics->GrpcRequest(method, GrpcCodeName(st.error_code()));
+  reactor->Finish(st);
+}
+
 void JobServiceImpl::Finish(grpc::ServerUnaryReactor* reactor, const char* method,
                             const grpc::Status& st) {
-  if (metrics_) metrics_->GrpcRequest(method, GrpcCodeName(st.error_code()));
-  reactor->Finish(st);
+  FinishCall(metrics_, reactor, method, st);
 }
 
 // Lifecycle metrics and logs come from the store's durable events (server/lifecycle.h); this
@@ -124,10 +129,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* ct
                          : store_->GetJob(req->id());
   } else if (req->has_idempotency()) {
     const auto& ref = req->idempotency();
-    Status st = ValidateName(ref.queue(), "idempotency.queue");
-    if (st.ok() && ref.idempotency_key().empty()) {
-      st = Status::InvalidArgument("idempotency.idempotency_key: must not be empty");
-    }
+    Status st = CheckIdempotencyRef(ref);
     rec = st.ok() ? store_->GetJobByIdempotencyKey(ref.queue(), ref.idempotency_key())
                   : Result<storage::JobRecord>(st);
   }
@@ -166,10 +168,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJobHistory(grpc::CallbackServerCont
     ids.push_back(req->id());
   } else if (req->has_idempotency()) {
     const auto& ref = req->idempotency();
-    st = ValidateName(ref.queue(), "idempotency.queue");
-    if (st.ok() && ref.idempotency_key().empty()) {
-      st = Status::InvalidArgument("idempotency.idempotency_key: must not be empty");
-    }
+    st = CheckIdempotencyRef(ref);
     if (st.ok()) {
       auto job = store_->GetJobByIdempotencyKey(ref.queue(), ref.idempotency_key());
       if (job.ok())

@@ -48,6 +48,10 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
   JobObserver observer_;
 };
 
+// Finishes a unary call and counts it in ledgerq_grpc_requests_total (metrics may be null).
+void FinishCall(metrics::Metrics* metrics, grpc::ServerUnaryReactor* reactor, const char* method,
+                const grpc::Status& st);
+
 // The principal every request acts as until authentication exists.
 inline constexpr char kAnonymous[] = "anonymous";
 

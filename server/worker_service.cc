@@ -74,8 +74,7 @@ class LeaseReactor final : public grpc::ServerUnaryReactor {
                                                                   : lj.job.attempt_traceparent());
       }
     }
-    if (metrics_) metrics_->GrpcRequest("Lease", GrpcCodeName(st.error_code()));
-    Finish(st);
+    FinishCall(metrics_, this, "Lease", st);
   }
 
   scheduler::Dispatcher* dispatcher_;
@@ -113,8 +112,7 @@ WorkerServiceImpl::WorkerServiceImpl(scheduler::Dispatcher* dispatcher, storage:
 
 void WorkerServiceImpl::Finish(grpc::ServerUnaryReactor* reactor, const char* method,
                                const grpc::Status& st) {
-  if (metrics_) metrics_->GrpcRequest(method, GrpcCodeName(st.error_code()));
-  reactor->Finish(st);
+  FinishCall(metrics_, reactor, method, st);
 }
 
 scheduler::Dispatcher::JobCallback WorkerServiceImpl::Answer(grpc::ServerUnaryReactor* reactor,
@@ -333,8 +331,7 @@ AdminServiceImpl::AdminServiceImpl(scheduler::Dispatcher* dispatcher, storage::J
 
 void AdminServiceImpl::Finish(grpc::ServerUnaryReactor* reactor, const char* method,
                               const grpc::Status& st) {
-  if (metrics_) metrics_->GrpcRequest(method, GrpcCodeName(st.error_code()));
-  reactor->Finish(st);
+  FinishCall(metrics_, reactor, method, st);
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::ListQueues(grpc::CallbackServerContext* ctx,

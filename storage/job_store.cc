@@ -131,7 +131,6 @@ class Txn {
   int64_t now_us() const { return now_us_; }
   rocksdb::WriteBatch& batch() { return batch_; }
   bool empty() const { return batch_.Count() == 0; }
-  size_t events() const { return events_; }
 
   Result<JobRecord> ReadJob(uint64_t id) {
     if (auto it = jobs_.find(id); it != jobs_.end()) return it->second;
@@ -215,7 +214,6 @@ class Txn {
     batch_.Put(cf(Cf::kLog), EncodeU64(body.seq()), EncodeEvent(head_->hash, hash, bytes));
     head_->seq = body.seq();
     head_->hash = hash;
-    ++events_;
     if (body.has_error()) {
       v1::FailureRecord f;
       f.set_job_id(body.job_id());
@@ -242,7 +240,6 @@ class Txn {
   std::unordered_map<uint64_t, JobRecord> jobs_;
   std::unordered_map<std::string, IdempotencyRecord> idem_;
   std::unordered_map<std::string, QueueRecord> queues_;
-  size_t events_ = 0;
   std::vector<RawObserved>* observed_;
 };
 
