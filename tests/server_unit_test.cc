@@ -1,13 +1,12 @@
 #include <google/protobuf/util/time_util.h>
 
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 
 #include "server/config.h"
 #include "server/http_server.h"
 #include "server/job_mapping.h"
 #include "server/lifecycle.h"
-
-#include <nlohmann/json.hpp>
 
 using namespace ledgerq;
 using namespace ledgerq::server;
