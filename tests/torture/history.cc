@@ -209,7 +209,7 @@ class Checker {
       uint64_t last_seq = 0;
       uint32_t live = 0, last_leased = 0, completions = 0;
       bool finished = false, dead = false;
-      auto bad = [&](const std::string& what) {
+      auto bad = [&, id = id](const std::string& what) {  // clang 14 cannot capture a binding
         Violation("job " + std::to_string(id) + ": " + what, OpsForJob(id), id);
       };
       if (h.events_size() == 0 || h.events(0).type() != "SUBMITTED")
