@@ -3,6 +3,9 @@
 //                         [--payload-bytes 100] [--no-keys]
 //   ledgerq-bench cycle --server ADDR [--producers 32 | --rate N] [--workers 4]
 //                       [--lease-batch 64] [--duration 10s]
+//   ledgerq-bench wait-ready --server ADDR --http ADDR [--since-unix-ns T]
+//   ledgerq-bench peer ... / echo-server / peer-table: the comparison with other queues, built
+//                       with -DLEDGERQ_BENCH_PEERS=ON (see bench/peer.h, bench/peers/run.sh)
 // Each of `concurrency` slots keeps exactly one call in flight (callback API, so the load
 // generator stays cheap); a slot issues its next call as soon as the previous one answers.
 #include <grpcpp/grpcpp.h>
@@ -19,6 +22,11 @@
 #include <thread>
 #include <vector>
 
+#include "bench/net.h"
+#ifdef LEDGERQ_BENCH_PEERS
+#include "bench/peer.h"
+#endif
+#include "bench/stats.h"
 #include "common/duration.h"
 #include "ledgerq/v1/ledgerq.grpc.pb.h"
 
@@ -31,7 +39,8 @@ struct Options {
   std::string server = "127.0.0.1:7400";
   int concurrency = 64;
   std::string duration = "10s";
-  int batch = 0;  // 0: unary Enqueue; N: EnqueueBatch with N items
+  int batch = 0;          // 0: unary Enqueue; N: EnqueueBatch with N items
+  uint64_t max_jobs = 0;  // stop after this many jobs (0: run for the duration)
   size_t payload_bytes = 100;
   bool keys = true;
   int channels = 4;
@@ -95,10 +104,7 @@ class EnqueueBench {
       errors += s.errors;
       if (first_error.empty()) first_error = s.first_error;
     }
-    std::sort(lat.begin(), lat.end());
-    auto pct = [&](double p) {
-      return lat.empty() ? 0.0 : lat[std::min(lat.size() - 1, size_t(p * lat.size()))] / 1000.0;
-    };
+    const ledgerq::bench::LatencySummary l = ledgerq::bench::Summarize(lat);
     const char* mode = o_.batch ? "EnqueueBatch" : "Enqueue";
     if (o_.json) {
       nlohmann::json j{{"workload", o_.batch ? "enqueue_batch" : "enqueue_unary"},
@@ -107,18 +113,18 @@ class EnqueueBench {
                        {"payload_bytes", o_.payload_bytes},
                        {"seconds", secs},
                        {"jobs", jobs},
-                       {"calls", lat.size()},
+                       {"calls", l.count},
                        {"errors", errors},
                        {"jobs_per_sec", jobs / secs},
-                       {"call_p50_ms", pct(0.50)},
-                       {"call_p99_ms", pct(0.99)}};
+                       {"call_p50_ms", l.p50_ms},
+                       {"call_p99_ms", l.p99_ms}};
       std::cout << j.dump() << "\n";
     } else {
       std::printf(
           "%s x%d, concurrency %d, payload %zu B, %.1f s: %llu jobs, %.0f jobs/s, "
           "call latency p50 %.2f ms p99 %.2f ms, errors %llu\n",
           mode, o_.batch ? o_.batch : 1, o_.concurrency, o_.payload_bytes, secs,
-          static_cast<unsigned long long>(jobs), jobs / secs, pct(0.5), pct(0.99),
+          static_cast<unsigned long long>(jobs), jobs / secs, l.p50_ms, l.p99_ms,
           static_cast<unsigned long long>(errors));
     }
     if (errors) std::fprintf(stderr, "first error: %s\n", first_error.c_str());
@@ -133,9 +139,20 @@ class EnqueueBench {
     if (o_.keys) r->set_idempotency_key("k" + std::to_string(next_key_++));
   }
 
+  // Items for the slot's next call: the batch size (1 for unary), fewer near --jobs, 0 when
+  // --jobs are all issued.
+  [[nodiscard]] int Take() {
+    const uint64_t want = o_.batch ? o_.batch : 1;
+    if (o_.max_jobs == 0) return static_cast<int>(want);
+    const uint64_t issued = issued_.fetch_add(want);
+    if (issued >= o_.max_jobs) return 0;
+    return static_cast<int>(std::min(want, o_.max_jobs - issued));
+  }
+
   void Issue(int i) {
     Slot& s = slots_[i];
-    if (Clock::now() >= stop_at_) {
+    const int items = Clock::now() >= stop_at_ ? 0 : Take();
+    if (items == 0) {
       std::lock_guard lock(mu_);
       if (--outstanding_ == 0) {
         end_ = Clock::now();
@@ -155,9 +172,9 @@ class EnqueueBench {
                              [this, i](grpc::Status st) { Done(i, st, 1); });
     } else {
       s.batch_req.Clear();
-      for (int k = 0; k < o_.batch; ++k) Fill(s.batch_req.add_items());
+      for (int k = 0; k < items; ++k) Fill(s.batch_req.add_items());
       stub->async()->EnqueueBatch(s.ctx, &s.batch_req, &s.batch_resp,
-                                  [this, i](grpc::Status st) { Done(i, st, o_.batch); });
+                                  [this, i, items](grpc::Status st) { Done(i, st, items); });
     }
   }
 
@@ -189,6 +206,7 @@ class EnqueueBench {
   std::string payload_;
   std::vector<Slot> slots_;
   std::atomic<uint64_t> next_key_{0};
+  std::atomic<uint64_t> issued_{0};
   Clock::time_point start_, stop_at_, end_;
   std::mutex mu_;
   std::condition_variable cv_;
@@ -245,10 +263,7 @@ class CycleBench {
       std::lock_guard lock(mu_);
       lat = latencies_us_;
     }
-    std::sort(lat.begin(), lat.end());
-    auto pct = [&](double p) {
-      return lat.empty() ? 0.0 : lat[std::min(lat.size() - 1, size_t(p * lat.size()))] / 1000.0;
-    };
+    const ledgerq::bench::LatencySummary l = ledgerq::bench::Summarize(lat);
     const double measured = std::chrono::duration<double>(*dur).count();
     if (o_.json) {
       nlohmann::json j{{"workload", "cycle"},
@@ -264,8 +279,8 @@ class CycleBench {
                        {"completed", completed_.load()},
                        {"errors", errors_.load()},
                        {"completed_per_sec", completed_.load() / measured},
-                       {"enqueue_to_lease_p50_ms", pct(0.5)},
-                       {"enqueue_to_lease_p99_ms", pct(0.99)}};
+                       {"enqueue_to_lease_p50_ms", l.p50_ms},
+                       {"enqueue_to_lease_p99_ms", l.p99_ms}};
       std::cout << j.dump() << "\n";
     } else {
       std::printf(
@@ -277,7 +292,7 @@ class CycleBench {
                       : ("closed loop x" + std::to_string(o_.producers)).c_str(),
           o_.enqueue_batch, o_.complete_batch, o_.workers, o_.lease_batch, o_.payload_bytes,
           measured, (unsigned long long)enqueued_.load(), (unsigned long long)completed_.load(),
-          completed_.load() / measured, pct(0.5), pct(0.99), (unsigned long long)errors_.load(),
+          completed_.load() / measured, l.p50_ms, l.p99_ms, (unsigned long long)errors_.load(),
           secs);
     }
     if (errors_ && !first_error_.empty())
@@ -470,6 +485,64 @@ class CycleBench {
   std::string first_error_;
 };
 
+// ---------------------------------------------------------------------------------------------
+// wait-ready: polls a (re)starting ledgerqd until it answers a gRPC call (any answer but
+// UNAVAILABLE or a timeout) and GET /readyz is 200; prints when each happened, in seconds since
+// --since-unix-ns (taken by the caller just before it started the daemon).
+
+struct WaitReadyOptions {
+  std::string server = "127.0.0.1:7400";
+  std::string http = "127.0.0.1:7401";
+  int64_t since_unix_ns = 0;  // 0: when this command starts
+  std::string timeout = "600s";
+};
+
+int WaitReady(const WaitReadyOptions& o) {
+  auto timeout = ledgerq::ParseDuration(o.timeout, "--timeout");
+  if (!timeout.ok()) {
+    std::cerr << timeout.status().message() << "\n";
+    return 2;
+  }
+  using SysClock = std::chrono::system_clock;
+  const SysClock::time_point since =
+      o.since_unix_ns ? SysClock::time_point(std::chrono::duration_cast<SysClock::duration>(
+                            std::chrono::nanoseconds(o.since_unix_ns)))
+                      : SysClock::now();
+  auto elapsed = [&] { return std::chrono::duration<double>(SysClock::now() - since).count(); };
+  const auto give_up = Clock::now() + *timeout;
+  double grpc_s = -1, readyz_s = -1;
+  int attempts = 0;
+  while ((grpc_s < 0 || readyz_s < 0) && Clock::now() < give_up) {
+    if (readyz_s < 0 && ledgerq::bench::HttpGetStatus(o.http, "/readyz") == 200) {
+      readyz_s = elapsed();
+    }
+    if (grpc_s < 0) {
+      // A new channel each time: a channel that failed to connect backs off for seconds before
+      // it tries again, and the backoff is not what is being measured.
+      grpc::ChannelArguments args;
+      args.SetInt("ledgerq.bench.attempt", attempts++);
+      auto stub = v1::JobService::NewStub(
+          grpc::CreateCustomChannel(o.server, grpc::InsecureChannelCredentials(), args));
+      grpc::ClientContext ctx;
+      ctx.set_deadline(SysClock::now() + std::chrono::milliseconds(200));
+      v1::GetJobRequest req;
+      req.set_id(1);
+      v1::Job job;
+      grpc::Status st = stub->GetJob(&ctx, req, &job);
+      if (st.error_code() != grpc::StatusCode::UNAVAILABLE &&
+          st.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+        grpc_s = elapsed();
+      }
+    }
+    if (grpc_s < 0 || readyz_s < 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  nlohmann::json j{{"grpc_answering_s", grpc_s},
+                   {"readyz_ok_s", readyz_s},
+                   {"ready_s", grpc_s < 0 || readyz_s < 0 ? -1.0 : std::max(grpc_s, readyz_s)}};
+  std::cout << j.dump() << "\n";
+  return grpc_s < 0 || readyz_s < 0 ? 1 : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -484,6 +557,7 @@ int main(int argc, char** argv) {
   enqueue->add_option("--batch", o.batch, "0 for unary Enqueue, N for EnqueueBatch of N")
       ->check(CLI::Range(0, 1000));
   enqueue->add_option("--payload-bytes", o.payload_bytes, "Payload size");
+  enqueue->add_option("--jobs", o.max_jobs, "Stop after this many jobs (0: run for --duration)");
   enqueue->add_option("--channels", o.channels, "gRPC connections")->check(CLI::Range(1, 64));
   enqueue->add_option("--queue", o.queue, "Queue to fill");
   enqueue->add_flag("!--no-keys", o.keys, "Send no idempotency keys");
@@ -505,12 +579,27 @@ int main(int argc, char** argv) {
   cycle->add_option("--payload-bytes", c.payload_bytes, "Payload size");
   cycle->add_option("--queue", c.queue, "Queue to use");
   cycle->add_flag("--json", c.json, "One JSON line instead of text");
+  WaitReadyOptions w;
+  auto* wait_ready =
+      app.add_subcommand("wait-ready", "Time until a starting ledgerqd answers gRPC and /readyz");
+  wait_ready->add_option("--server", w.server, "ledgerqd gRPC address");
+  wait_ready->add_option("--http", w.http, "ledgerqd HTTP address (/readyz)");
+  wait_ready->add_option("--since-unix-ns", w.since_unix_ns,
+                         "Count from this wall-clock time (date +%s%N before the daemon started)");
+  wait_ready->add_option("--timeout", w.timeout, "Give up after this long");
+#ifdef LEDGERQ_BENCH_PEERS
+  ledgerq::bench::AddPeerCommands(app);
+#endif
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
   if (*cycle) return CycleBench(c).Run();
+  if (*wait_ready) return WaitReady(w);
+#ifdef LEDGERQ_BENCH_PEERS
+  if (int rc = 0; ledgerq::bench::RunPeerCommands(app, &rc)) return rc;
+#endif
   EnqueueBench bench(o);
   return bench.Run();
 }
