@@ -49,7 +49,18 @@ std::string Quote(std::string_view s) {
   return out + "\"";
 }
 
-google::protobuf::Timestamp FromMicros(int64_t us) { return TimeUtil::MicrosecondsToTimestamp(us); }
+// TimeUtil aborts the process on a time outside 0001-01-01..9999-12-31, and a stored record
+// (corrupt, or written by something else) can hold any int64: clamp to what a Timestamp holds.
+google::protobuf::Timestamp FromMicros(int64_t us) {
+  constexpr int64_t kMinUs = TimeUtil::kTimestampMinSeconds * 1'000'000;
+  constexpr int64_t kMaxUs = TimeUtil::kTimestampMaxSeconds * 1'000'000 + 999'999;
+  return TimeUtil::MicrosecondsToTimestamp(std::clamp(us, kMinUs, kMaxUs));
+}
+
+google::protobuf::Duration DurationFromMicros(int64_t us) {
+  constexpr int64_t kMaxUs = TimeUtil::kDurationMaxSeconds * 1'000'000;
+  return TimeUtil::MicrosecondsToDuration(std::clamp(us, -kMaxUs, kMaxUs));
+}
 
 }  // namespace
 
@@ -282,11 +293,11 @@ v1::Job ToApiJob(const storage::JobRecord& rec, int64_t now_us) {
   if (rec.has_retry()) {
     auto* rp = job.mutable_retry_policy();
     if (rec.retry().backoff_base_us()) {
-      *rp->mutable_backoff_base() = TimeUtil::MicrosecondsToDuration(rec.retry().backoff_base_us());
+      *rp->mutable_backoff_base() = DurationFromMicros(rec.retry().backoff_base_us());
     }
     rp->set_backoff_factor(rec.retry().backoff_factor());
     if (rec.retry().backoff_cap_us()) {
-      *rp->mutable_backoff_cap() = TimeUtil::MicrosecondsToDuration(rec.retry().backoff_cap_us());
+      *rp->mutable_backoff_cap() = DurationFromMicros(rec.retry().backoff_cap_us());
     }
   }
   return job;
