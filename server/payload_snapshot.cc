@@ -37,6 +37,34 @@ void Mask(nlohmann::json& j, const std::vector<std::string>& words) {
   }
 }
 
+// Mask and dump recurse once per nesting level, so a payload of many thousands of '[' (well
+// within the payload limit) would overflow the stack of the thread that snapshots a failure and
+// take the daemon down. Deeper JSON is summarised like non-JSON instead.
+constexpr size_t kMaxJsonDepth = 128;
+
+bool NestedDeeperThan(std::string_view text, size_t max_depth) {
+  size_t depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth) return true;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 const std::vector<std::string>& DefaultMaskFields() {
@@ -46,7 +74,10 @@ const std::vector<std::string>& DefaultMaskFields() {
 
 std::string PayloadSnapshot(std::string_view payload, const std::vector<std::string>& mask_fields,
                             size_t max_bytes) {
-  auto j = nlohmann::json::parse(payload, nullptr, /*allow_exceptions=*/false);
+  nlohmann::json j(nlohmann::json::value_t::discarded);
+  if (!NestedDeeperThan(payload, kMaxJsonDepth)) {
+    j = nlohmann::json::parse(payload, nullptr, /*allow_exceptions=*/false);
+  }
   std::string out;
   if (!payload.empty() && !j.is_discarded()) {
     Mask(j, mask_fields);

@@ -7,6 +7,7 @@
 #include "server/http_server.h"
 #include "server/job_mapping.h"
 #include "server/lifecycle.h"
+#include "server/payload_snapshot.h"
 
 using namespace ledgerq;
 using namespace ledgerq::server;
@@ -136,6 +137,44 @@ TEST_CASE("a due SCHEDULED job shows READY", "[server]") {
   rec.set_run_at_us(kNow + 10);
   CHECK(ToApiJob(rec, kNow).state() == v1::JOB_STATE_SCHEDULED);
   CHECK(ToApiJob(rec, kNow + 10).state() == v1::JOB_STATE_READY);
+}
+
+// Found by fuzz_record_decode: TimeUtil aborted the process on times a Timestamp cannot hold.
+TEST_CASE("a stored job with out-of-range times maps without aborting", "[server][fuzz]") {
+  storage::JobRecord rec;
+  rec.set_id(1);
+  rec.set_state(storage::v1::STATE_LEASED);
+  rec.set_run_at_us(INT64_MAX);
+  rec.set_created_at_us(INT64_MIN);
+  rec.set_lease_deadline_us(INT64_MAX);
+  rec.add_errors()->set_at_us(INT64_MIN);
+  rec.mutable_retry()->set_backoff_base_us(INT64_MAX);
+  rec.mutable_retry()->set_backoff_cap_us(INT64_MIN);
+  v1::Job job = ToApiJob(rec, kNow);
+  CHECK(job.run_at().seconds() == TimeUtil::kTimestampMaxSeconds);
+  CHECK(job.created_at().seconds() == TimeUtil::kTimestampMinSeconds);
+  CHECK(job.retry_policy().backoff_base().seconds() == TimeUtil::kDurationMaxSeconds);
+  CHECK(job.retry_policy().backoff_cap().seconds() == TimeUtil::kDurationMinSeconds);
+  storage::EventBody ev;
+  ev.set_time_us(INT64_MAX);
+  ev.set_lease_deadline_us(INT64_MIN);
+  ev.set_attempt_started_us(INT64_MAX);
+  CHECK(ToApiEvent(ev).at().seconds() == TimeUtil::kTimestampMaxSeconds);
+}
+
+// Found while fuzzing the Fail path: a payload nested 100k deep (200 KB, under the payload
+// limit) overflowed the stack of the thread snapshotting a failed attempt.
+TEST_CASE("payload snapshots survive deeply nested JSON", "[server][fuzz]") {
+  const auto& masks = DefaultMaskFields();
+  CHECK(PayloadSnapshot(R"({"a":[{"password":"x"}],"b":"[[[["})", masks) ==
+        R"({"a":[{"password":"***"}],"b":"[[[["})");
+  const std::string shallow = std::string(128, '[') + std::string(128, ']');
+  CHECK(PayloadSnapshot(shallow, masks) == shallow);
+  for (size_t depth : {129, 100'000, 500'000}) {
+    const std::string deep = std::string(depth, '[') + std::string(depth, ']');
+    const std::string snap = PayloadSnapshot(deep, masks);
+    CHECK(snap.rfind("<" + std::to_string(deep.size()) + " bytes, sha256 ", 0) == 0);
+  }
 }
 
 TEST_CASE("status codes map to gRPC codes", "[server]") {
