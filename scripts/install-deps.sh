@@ -15,8 +15,9 @@ BUILD_PKGS=(
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libtomlplusplus-dev
   catch2 libjemalloc-dev
 )
-# Test-only tools: promtool (metrics/rules checks), procps (pkill/ps in e2e scripts).
-TEST_PKGS=(prometheus procps)
+# Test-only tools: promtool (metrics/rules checks), procps (pkill/ps in e2e scripts), clang-14
+# and libclang-rt-14-dev (libFuzzer targets, scripts/fuzz.sh).
+TEST_PKGS=(prometheus procps clang-14 libclang-rt-14-dev)
 
 want=("${BUILD_PKGS[@]}")
 if [[ "${1:-}" == "--with-tests" ]]; then
