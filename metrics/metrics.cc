@@ -77,6 +77,11 @@ Metrics::Metrics(const std::string& version)
                                "RocksDB's estimate of bytes compaction still has to rewrite",
                                *registry_)
                               .Add({})),
+      writes_refused_(Make(BuildGauge(), "ledgerq_store_writes_refused",
+                           "1 while the store refuses writes (disk full, failed fsync); reads "
+                           "still work",
+                           *registry_)
+                          .Add({})),
       wal_sync_seconds_(
           Make(BuildHistogram(), "ledgerq_wal_sync_duration_seconds",
                "Duration of one fsync of the write-ahead log (shared by every group written "
@@ -230,7 +235,9 @@ void Metrics::SetDispatcher(double active_leases, double parked_polls) {
   parked_polls_.Set(parked_polls);
 }
 
-void Metrics::SetStorage(double live_sst_bytes, double pending_compaction_bytes) {
+void Metrics::SetStorage(double live_sst_bytes, double pending_compaction_bytes,
+                         bool writes_refused) {
+  writes_refused_.Set(writes_refused ? 1 : 0);
   sst_bytes_.Set(live_sst_bytes);
   pending_compaction_.Set(pending_compaction_bytes);
 }

@@ -59,7 +59,8 @@ class Metrics {
   // Point-in-time state, refreshed by the daemon about once a second.
   void SetQueues(const std::vector<QueueGauges>& queues);
   void SetDispatcher(double active_leases, double parked_polls);
-  void SetStorage(double live_sst_bytes, double pending_compaction_bytes);
+  // `writes_refused`: the store refuses writes now (disk full, failed fsync); see /readyz.
+  void SetStorage(double live_sst_bytes, double pending_compaction_bytes, bool writes_refused);
 
   // The Prometheus text exposition of everything recorded so far.
   std::string Expose() const;
@@ -91,6 +92,7 @@ class Metrics {
   prometheus::Gauge& parked_polls_;
   prometheus::Gauge& sst_bytes_;
   prometheus::Gauge& pending_compaction_;
+  prometheus::Gauge& writes_refused_;
   prometheus::Histogram& wal_sync_seconds_;
   prometheus::Histogram& group_commit_size_;
 

@@ -43,6 +43,13 @@ Status RunDaemon(const Config& config) {
   so.dedup_window = config.dedup_window;
   so.on_group_written = [&metrics](size_t ops) { metrics.GroupWritten(ops); };
   so.on_wal_sync = [&metrics](double secs) { metrics.WalSynced(secs); };
+  so.on_rocksdb_log = [](bool error, std::string_view line) {
+    if (error) {
+      spdlog::error("rocksdb: {}", line);
+    } else {
+      spdlog::warn("rocksdb: {}", line);
+    }
+  };
   auto store_or = storage::JobStore::Open(so);
   if (!store_or.ok()) return store_or.status();
   std::unique_ptr<storage::JobStore> store = std::move(store_or).value();
@@ -61,7 +68,7 @@ Status RunDaemon(const Config& config) {
                            .not_ready_reason = [&draining, &store]() -> std::string {
                              if (draining) return "draining";
                              Status health = store->Health();
-                             return health.ok() ? "" : "storage failed: " + health.message();
+                             return health.ok() ? "" : "writes refused: " + health.message();
                            },
                        });
   LEDGERQ_RETURN_IF_ERROR(http.Listen(*http_ep));
@@ -132,13 +139,23 @@ Status RunDaemon(const Config& config) {
 
   // Point-in-time gauges (jobs by state, oldest READY age, leases, polls, disk) once a second.
   boost::asio::steady_timer gauges(ioc);
+  bool store_healthy = true;  // logged when it changes
   std::function<void()> refresh = [&] {
     auto st = dispatcher.Stats();
     metrics.SetDispatcher(static_cast<double>(st.active_leases),
                           static_cast<double>(st.parked_polls));
     auto disk = store->Disk();
+    Status health = store->Health();
     metrics.SetStorage(static_cast<double>(disk.live_sst_bytes),
-                       static_cast<double>(disk.pending_compaction_bytes));
+                       static_cast<double>(disk.pending_compaction_bytes), !health.ok());
+    if (health.ok() != store_healthy) {
+      store_healthy = health.ok();
+      if (store_healthy) {
+        spdlog::info("storage accepts writes again");
+      } else {
+        spdlog::error("storage refuses writes (reads still served): {}", health.message());
+      }
+    }
     dispatcher.ListQueues([&metrics](std::vector<scheduler::QueueStats> qs) {
       std::vector<metrics::QueueGauges> out;
       for (const auto& q : qs) {

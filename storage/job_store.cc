@@ -2,12 +2,15 @@
 
 #include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
+#include <rocksdb/listener.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdarg>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <filesystem>
@@ -560,6 +563,14 @@ class Handoff {
     out->swap(items_);
     return true;
   }
+  // The same, waiting at most `limit`; true (with nothing) when it passed.
+  bool PopAllFor(std::deque<T>* out, std::chrono::milliseconds limit) {
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, limit, [&] { return closed_ || !items_.empty(); });
+    if (items_.empty()) return !closed_;
+    out->swap(items_);
+    return true;
+  }
   void Close() {
     {
       std::lock_guard lock(mu_);
@@ -582,6 +593,59 @@ class Handoff {
 // So the committer builds group N+1 while group N is being fsynced, and nothing is answered or
 // made visible to readers before it is durable: readers use the snapshot taken right after the
 // last durable group, never the live database.
+// RocksDB's info log, handed to StoreOptions::on_rocksdb_log instead of a LOG file.
+class CallbackLogger : public rocksdb::Logger {
+ public:
+  explicit CallbackLogger(std::function<void(bool, std::string_view)> fn)
+      : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL), fn_(std::move(fn)) {}
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override {
+    Logv(rocksdb::InfoLogLevel::INFO_LEVEL, format, ap);
+  }
+  void Logv(const rocksdb::InfoLogLevel level, const char* format, va_list ap) override {
+    if (level < GetInfoLogLevel() || !fn_) return;
+    char buf[1024];
+    int n = std::vsnprintf(buf, sizeof buf, format, ap);
+    if (n < 0) return;
+    std::string_view line(buf, std::min<size_t>(static_cast<size_t>(n), sizeof buf - 1));
+    while (!line.empty() && (line.back() == '\n' || line.back() == ' ')) line.remove_suffix(1);
+    fn_(level >= rocksdb::InfoLogLevel::ERROR_LEVEL, line);
+  }
+
+ private:
+  std::function<void(bool, std::string_view)> fn_;
+};
+
+// Tracks RocksDB's background errors (a failed flush or WAL write, e.g. on a full disk) and
+// its own recovery from them, so Health() can report writes refused while they are.
+class WriteErrorState : public rocksdb::EventListener {
+ public:
+  void OnBackgroundError(rocksdb::BackgroundErrorReason, rocksdb::Status* bg_error) override {
+    if (bg_error && !bg_error->ok()) Set(FromRocks(*bg_error, "background write"));
+  }
+  void OnErrorRecoveryEnd(const rocksdb::BackgroundErrorRecoveryInfo& info) override {
+    if (info.new_bg_error.ok()) Clear();
+  }
+  void Set(Status st) {
+    std::lock_guard lock(mu_);
+    error_ = std::move(st);
+  }
+  void Clear() {
+    std::lock_guard lock(mu_);
+    error_ = Status::Ok();
+  }
+  Status Get() const {
+    std::lock_guard lock(mu_);
+    return error_;
+  }
+
+ private:
+  // Its own mutex: RocksDB may call in with its DB mutex held, and durable_mu is held while
+  // snapshots (which take the DB mutex) are released.
+  mutable std::mutex mu_;
+  Status error_;
+};
+
 class JobStore::Impl {
  public:
   using SnapshotPtr = std::shared_ptr<const rocksdb::Snapshot>;
@@ -609,6 +673,14 @@ class JobStore::Impl {
   std::thread committer, syncer, finisher, batch_syncer;
   ChainHeadInfo head;  // committer thread only
   std::atomic<bool> failed{false};
+  std::shared_ptr<WriteErrorState> write_error = std::make_shared<WriteErrorState>();
+  // Orders the committer's WAL writes against the syncer's fsyncs. RocksDB must not be asked to
+  // sync a WAL whose last append failed (its Debian build asserts, and a release build would
+  // report a failed fsync): a write that fails sets wal_write_failed under this mutex, and the
+  // syncer checks it under the same mutex, so no append can fail during a sync. It costs the
+  // overlap of one group's WAL append (a memcpy into the page cache) with the previous fsync.
+  std::mutex wal_mu;
+  bool wal_write_failed = false;  // guarded by wal_mu; cleared by a write or by recovery
 
   std::mutex close_mu;
   std::condition_variable close_cv;
@@ -692,23 +764,49 @@ class JobStore::Impl {
     meta.set_next_job_id(head.next_job_id);
     txn.batch().Put(cf(Cf::kMeta), kChainHeadKey, EncodeRecord(kMetaFormatVersion, meta));
     Status st = opts.write_fault ? opts.write_fault() : Status::Ok();
-    if (st.ok()) st = FromRocks(db->Write(rocksdb::WriteOptions(), &txn.batch()), "commit");
+    if (st.ok()) {
+      std::lock_guard lock(wal_mu);
+      st = FromRocks(db->Write(rocksdb::WriteOptions(), &txn.batch()), "commit");
+      wal_write_failed = !st.ok();
+    }
     if (!st.ok()) {
       head = before;
       g.head = before;
       g.status = st;
       g.observed.clear();
+      write_error->Set(st);
       return;
     }
+    write_error->Clear();
     g.snapshot = TakeSnapshot();
     g.needs_sync = opts.sync == SyncMode::kAlways;
     if (opts.on_group_written) opts.on_group_written(g.ops.size());
   }
 
+  // True when the WAL may be synced: no append has failed since RocksDB last recovered. Called
+  // with wal_mu held.
+  bool WalSyncable() {
+    if (wal_write_failed && write_error->Get().ok()) wal_write_failed = false;  // recovered
+    return !wal_write_failed;
+  }
+
   void SyncStageLoop() {
-    std::deque<Group> batch;
-    while (to_sync.PopAll(&batch)) {
+    // Groups written but not yet durable, in order. They wait here while RocksDB recovers from a
+    // failed write (a full disk): the write is in its memtable, and the recovery flushes it to a
+    // table file, so it becomes durable then; until that, it is neither acknowledged nor
+    // visible. Failed groups (answers only, no state) pass them meanwhile.
+    std::deque<Group> waiting, batch;
+    for (;;) {
+      bool open = waiting.empty() ? to_sync.PopAll(&batch)
+                                  : to_sync.PopAllFor(&batch, std::chrono::milliseconds(50));
+      for (auto& g : batch) waiting.push_back(std::move(g));
+      batch.clear();
+      if (waiting.empty()) {
+        if (!open) break;
+        continue;
+      }
       Status failed_now;
+      bool hold = false;
       if (failed) {
         // After a failed fsync nothing more is acknowledged: later groups were built on writes
         // that may be lost. (Groups applied after the failure were refused already.)
@@ -716,26 +814,50 @@ class JobStore::Impl {
         failed_now = failure;
       } else {
         bool need = false;
-        for (auto& g : batch) need |= g.needs_sync && g.status.ok();
+        for (auto& g : waiting) need |= g.needs_sync && g.status.ok();
         if (need) {
-          const auto start = std::chrono::steady_clock::now();
-          Status st = FromRocks(db->SyncWAL(), "fsync of the write-ahead log");
-          const double secs =
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-          if (opts.on_wal_sync) opts.on_wal_sync(secs);
-          if (!st.ok()) {
-            // What was written may or may not be on disk, and later groups build on it: stop
-            // accepting writes. A restart recovers a consistent prefix from the WAL.
-            std::lock_guard lock(durable_mu);
-            failure = Status::Unavailable(st.message() + "; restart ledgerqd to recover");
-            failed = true;
-            failed_now = failure;
+          std::lock_guard wal_lock(wal_mu);
+          if (!WalSyncable()) {
+            hold = true;
+          } else {
+            const auto start = std::chrono::steady_clock::now();
+            Status st = FromRocks(db->SyncWAL(), "fsync of the write-ahead log");
+            const double secs =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+            if (opts.on_wal_sync) opts.on_wal_sync(secs);
+            if (!st.ok()) {
+              // What was written may or may not be on disk, and later groups build on it: stop
+              // accepting writes. A restart recovers a consistent prefix from the WAL.
+              std::lock_guard lock(durable_mu);
+              failure = Status::Unavailable(st.message() + "; restart ledgerqd to recover");
+              failed = true;
+              failed_now = failure;
+            }
           }
+        }
+      }
+      if (hold) {
+        if (!open) {
+          // Shutting down before recovery: these writes were never acknowledged.
+          failed_now = Status::Unavailable(
+              "shutting down while the store refuses writes; the write may or may not persist");
+        } else {
+          // Pass the failed groups (answers with an error, no state) and keep waiting.
+          std::deque<Group> keep;
+          for (auto& g : waiting) {
+            if (g.status.ok()) {
+              keep.push_back(std::move(g));
+            } else {
+              to_finish.Push(std::move(g));
+            }
+          }
+          waiting.swap(keep);
+          continue;
         }
       }
       {
         std::lock_guard lock(durable_mu);
-        for (auto& g : batch) {
+        for (auto& g : waiting) {
           if (!failed_now.ok()) {
             // Every group of the batch, answers included: they may have read the lost writes.
             if (g.status.ok()) g.status = failed_now;
@@ -746,11 +868,12 @@ class JobStore::Impl {
           if (g.snapshot) durable_snapshot = g.snapshot;
         }
       }
-      for (auto& g : batch) {
+      for (auto& g : waiting) {
         g.snapshot.reset();
         to_finish.Push(std::move(g));
       }
-      batch.clear();
+      waiting.clear();
+      if (!open) break;
     }
     to_finish.Close();
   }
@@ -846,6 +969,10 @@ Result<std::unique_ptr<JobStore>> JobStore::Open(StoreOptions options) {
   dbo.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
   dbo.max_background_jobs = 2;
   dbo.keep_log_file_num = 5;
+  // On a full disk RocksDB refuses writes and, through its SstFileManager, polls for free space
+  // and resumes by itself (max_bgerror_resume_count); the listener tells Health() meanwhile.
+  dbo.listeners.push_back(impl->write_error);
+  dbo.info_log = std::make_shared<CallbackLogger>(impl->opts.on_rocksdb_log);
   auto cache = rocksdb::NewLRUCache(64 << 20);
   std::vector<rocksdb::ColumnFamilyDescriptor> descs;
   descs.emplace_back(rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions());
@@ -1073,8 +1200,11 @@ JobStore::DiskStats JobStore::Disk() const {
 }
 
 Status JobStore::Health() const {
-  std::lock_guard lock(impl_->durable_mu);
-  return impl_->failure;
+  {
+    std::lock_guard lock(impl_->durable_mu);
+    if (!impl_->failure.ok()) return impl_->failure;
+  }
+  return impl_->write_error->Get();
 }
 
 ChainHeadInfo JobStore::Head() const {

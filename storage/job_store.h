@@ -60,6 +60,10 @@ struct StoreOptions {
   // Optional observer of every event once its group is durable, in log order, on the finisher
   // thread and before the group's callbacks (metrics and lifecycle logs hang off it).
   std::function<void(const std::vector<ObservedEvent>&)> on_durable;
+  // RocksDB's own warnings and errors (a failed flush, a full disk, recovery), one line each,
+  // from any thread. RocksDB writes no LOG file into the data dir: on a full disk that file
+  // could not be written either, and Debian's RocksDB build asserts on it. Null: dropped.
+  std::function<void(bool error, std::string_view line)> on_rocksdb_log;
   // Fault seam for tests: consulted before every group write; a non-OK status fails the whole
   // group exactly as a failed RocksDB write would.
   std::function<Status()> write_fault;
@@ -178,7 +182,11 @@ class JobStore {
 
   // The head of the chain as of the last durable group.
   ChainHeadInfo Head() const;
-  // OK, or why the store stopped accepting writes (an fsync failed; restart to recover).
+  // OK, or why writes are refused now. Two kinds:
+  //  - a failed fsync (UNAVAILABLE): permanent; nothing more is acknowledged, restart to recover;
+  //  - a failed write or RocksDB background error, e.g. disk full (RESOURCE_EXHAUSTED): writes
+  //    are refused until RocksDB recovers on its own (it polls free space) or a write succeeds.
+  // Reads keep working in both.
   Status Health() const;
 
   struct DiskStats {
