@@ -16,7 +16,9 @@ JOBS=${JOBS:-2}
 TARGETS=(${FUZZ_TARGETS:-grpc_handlers http_request config_file record_decode})
 
 # Largest input per target: enough for a batch of requests, a real config file or a job record.
-declare -A MAX_LEN=([grpc_handlers]=4096 [http_request]=4096 [config_file]=4096 [record_decode]=4096)
+declare -A MAX_LEN=(
+  [grpc_handlers]=4096 [http_request]=4096 [config_file]=4096 [record_decode]=4096
+)
 # The gRPC target keeps one store and server across inputs, so nearly every input grows the heap
 # and a leak scan after each would cost more than the input: it checks for leaks once, at exit,
 # after shutting everything down.
