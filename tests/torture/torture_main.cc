@@ -10,8 +10,11 @@
 //
 //   ledgerq-torture --kills 25            (the short run CTest does)
 //   ledgerq-torture --kills 300 --seed 7  (the long run)
+#include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
@@ -91,6 +94,7 @@ class Run {
       kill.end_us = Now();
       kill.outcome = Outcome::kOk;
       Record(-1, std::move(kill));
+      if (rng() % 5 == 0) CrashDuringStartup(rng);
       started = StartDaemon();
       if (k % 25 == 0 || k == o_.kills) {
         std::fprintf(stderr, "torture: %d kills, %llu enqueues so far\n", k,
@@ -132,6 +136,7 @@ class Run {
     for (const auto& [what, n] : summary.counts) {
       std::printf("  %-48s %llu\n", what.c_str(), static_cast<unsigned long long>(n));
     }
+    std::printf("  %-48s %d\n", "kills during startup", startup_crashes_);
     std::printf("  %-48s %s", "audit verify", out.c_str());
     if (!drained) summary.violations.push_back("the queue did not drain");
     if (!summary.ok()) {
@@ -164,6 +169,30 @@ class Run {
     }
     std::fprintf(stderr, "torture: ledgerqd did not start:\n%s\n", daemon_.stderr_text().c_str());
     return false;
+  }
+
+  // Starts ledgerqd and SIGKILLs it a few milliseconds later, mostly while RocksDB opens and
+  // the dispatcher rebuilds its indexes: a crash during recovery must not hurt either.
+  void CrashDuringStartup(std::mt19937_64& rng) {
+    std::vector<std::string> args = {
+        testing::LedgerqdPath(), "--data-dir",    data_dir_,    "--grpc-listen",
+        grpc_address_,           "--http-listen", "127.0.0.1:0"};
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      int null = ::open("/dev/null", O_WRONLY);
+      ::dup2(null, 1);
+      ::dup2(null, 2);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    if (pid < 0) return;
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 60'000));
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    ++startup_crashes_;
   }
 
   // A channel that reconnects quickly after a restart (gRPC's default backoff grows to minutes).
@@ -527,6 +556,7 @@ class Run {
   std::string grpc_address_;
   std::atomic<bool> stop_producing_{false}, stop_working_{false};
   std::atomic<uint64_t> enqueues_{0};
+  int startup_crashes_ = 0;
   std::mutex mu_;
   std::map<int, std::vector<Op>> histories_;
   std::vector<Submitted> submitted_;
