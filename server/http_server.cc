@@ -1,9 +1,13 @@
 #include "server/http_server.h"
 
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/version.hpp>
 #include <chrono>
+#include <list>
+#include <mutex>
+#include <vector>
 
 namespace ledgerq::server {
 namespace {
@@ -12,8 +16,25 @@ namespace beast = boost::beast;
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
-constexpr auto kReadTimeout = std::chrono::seconds(30);
+// Limits for a port that serves scrapers and probes, never bulk traffic, and that hostile
+// clients (idle floods, slowloris) must not be able to take away from them. Constants, not
+// flags: a scrape or a probe is one small request answered in microseconds.
+//
+// From the moment a session waits for a request (accept, or the previous response sent) the
+// whole request, headers and body, must arrive within kRequestTimeout: an idle keep-alive
+// connection and one trickling bytes are both closed then. Prometheus and kubelet reconnect.
+constexpr auto kRequestTimeout = std::chrono::seconds(10);
+// Writing a response (at most a /metrics page) to a client that does not read.
+constexpr auto kWriteTimeout = std::chrono::seconds(10);
+constexpr uint32_t kHeaderLimit = 8 * 1024;
 constexpr size_t kBodyLimit = 8 * 1024;  // operators' endpoints take no bodies worth having
+// Connections held at once. At the cap, a new connection closes the one that has waited
+// longest for its request (idle or trickling), so a flood cannot lock probes out; each session
+// costs a descriptor and a few KiB.
+constexpr size_t kMaxSessions = 512;
+// After a failed accept (out of descriptors: EMFILE, ENFILE, ENOBUFS), wait before the next
+// one instead of spinning on the event loop, which the dispatcher shares.
+constexpr auto kAcceptRetry = std::chrono::milliseconds(100);
 
 HttpResponse Text(const HttpRequest& req, http::status status, std::string body,
                   const char* content_type = "text/plain; charset=utf-8") {
@@ -27,36 +48,111 @@ HttpResponse Text(const HttpRequest& req, http::status status, std::string body,
 }
 
 void Fail(beast::error_code ec, const char* what) {
-  // Peers vanishing mid-request are routine for a scrape endpoint; nothing to log.
+  // Peers vanishing mid-request, timeouts and evictions are routine for a scrape endpoint;
+  // nothing to log.
   (void)ec;
   (void)what;
 }
 
+class Session;
+
+// How a session stands in the SessionTable; every field is guarded by the table's mutex.
+struct Slot {
+  std::weak_ptr<Session> session;
+  bool waiting = false;  // in the table's waiting list, at `pos`
+  std::list<Slot*>::iterator pos;
+  bool evicted = false;  // chosen to make room; its close is on the way
+};
+
+// The open sessions, and those waiting for a request in the order they started waiting.
+class SessionTable {
+ public:
+  // A new connection arrives. Returns false when it must be refused (every session is busy
+  // answering); otherwise it is counted in and *evict holds the sessions to close for room.
+  bool Admit(std::vector<std::shared_ptr<Session>>* evict) {
+    std::lock_guard<std::mutex> lock(mu_);
+    while (open_ - closing_ >= kMaxSessions && !waiting_.empty()) {
+      Slot* oldest = waiting_.front();
+      waiting_.pop_front();
+      oldest->waiting = false;
+      // A session that cannot be locked is being destroyed and leaves the count by itself.
+      if (auto s = oldest->session.lock()) {
+        oldest->evicted = true;
+        ++closing_;
+        evict->push_back(std::move(s));
+      }
+    }
+    if (open_ - closing_ >= kMaxSessions) return false;
+    ++open_;
+    return true;
+  }
+  void StartWaiting(Slot& slot, std::weak_ptr<Session> session) {
+    std::lock_guard<std::mutex> lock(mu_);
+    slot.session = std::move(session);
+    if (slot.evicted || slot.waiting) return;
+    slot.pos = waiting_.insert(waiting_.end(), &slot);
+    slot.waiting = true;
+  }
+  void StopWaiting(Slot& slot) {
+    std::lock_guard<std::mutex> lock(mu_);
+    Unlist(slot);
+  }
+  void Closed(Slot& slot) {
+    std::lock_guard<std::mutex> lock(mu_);
+    Unlist(slot);
+    if (slot.evicted) --closing_;
+    --open_;
+  }
+
+ private:
+  void Unlist(Slot& slot) {
+    if (!slot.waiting) return;
+    waiting_.erase(slot.pos);
+    slot.waiting = false;
+  }
+
+  std::mutex mu_;
+  size_t open_ = 0;     // sessions admitted and not yet destroyed
+  size_t closing_ = 0;  // of those, evicted ones not yet destroyed
+  std::list<Slot*> waiting_;
+};
+
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket&& socket, std::shared_ptr<const HttpRoutes> routes)
-      : stream_(std::move(socket)), routes_(std::move(routes)) {}
+  Session(tcp::socket&& socket, std::shared_ptr<const HttpRoutes> routes,
+          std::shared_ptr<SessionTable> table)
+      : stream_(std::move(socket)), routes_(std::move(routes)), table_(std::move(table)) {}
+  ~Session() { table_->Closed(slot_); }
 
   void Run() {
     asio::dispatch(stream_.get_executor(),
                    beast::bind_front_handler(&Session::DoRead, shared_from_this()));
   }
 
+  // Closes the connection (on the session's strand); its pending read fails and it ends.
+  void Close() {
+    asio::post(stream_.get_executor(), [self = shared_from_this()] { self->stream_.close(); });
+  }
+
  private:
   void DoRead() {
     parser_.emplace();
+    parser_->header_limit(kHeaderLimit);
     parser_->body_limit(kBodyLimit);
-    stream_.expires_after(kReadTimeout);
+    stream_.expires_after(kRequestTimeout);
+    table_->StartWaiting(slot_, weak_from_this());
     http::async_read(stream_, buffer_, *parser_,
                      beast::bind_front_handler(&Session::OnRead, shared_from_this()));
   }
 
   void OnRead(beast::error_code ec, size_t) {
+    table_->StopWaiting(slot_);
     if (ec == http::error::end_of_stream) return DoClose();
-    if (ec) return Fail(ec, "read");
+    if (ec) return Fail(ec, "read");  // timeout, eviction, limits, garbage: the socket closes
     HttpRequest req = parser_->release();
     auto res = std::make_shared<HttpResponse>(Route(req, *routes_));
     bool keep = res->keep_alive();
+    stream_.expires_after(kWriteTimeout);
     http::async_write(stream_, *res,
                       [self = shared_from_this(), res, keep](beast::error_code ec, size_t) {
                         if (ec) return Fail(ec, "write");
@@ -74,29 +170,49 @@ class Session : public std::enable_shared_from_this<Session> {
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::shared_ptr<const HttpRoutes> routes_;
+  std::shared_ptr<SessionTable> table_;
+  Slot slot_;
 };
 
 }  // namespace
 
 struct HttpServer::Listener : std::enable_shared_from_this<HttpServer::Listener> {
   Listener(asio::io_context& ioc, std::shared_ptr<const HttpRoutes> routes)
-      : ioc(ioc), acceptor(asio::make_strand(ioc)), routes(std::move(routes)) {}
+      : ioc(ioc),
+        acceptor(asio::make_strand(ioc)),
+        retry(acceptor.get_executor()),
+        routes(std::move(routes)),
+        table(std::make_shared<SessionTable>()) {}
 
   void Accept() {
-    acceptor.async_accept(asio::make_strand(ioc),
-                          [self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
-                            if (ec == asio::error::operation_aborted || !self->acceptor.is_open()) {
-                              return;
-                            }
-                            if (!ec)
-                              std::make_shared<Session>(std::move(socket), self->routes)->Run();
-                            self->Accept();
-                          });
+    acceptor.async_accept(asio::make_strand(ioc), [self = shared_from_this()](beast::error_code ec,
+                                                                              tcp::socket socket) {
+      if (ec == asio::error::operation_aborted || !self->acceptor.is_open()) return;
+      if (ec) {
+        // Out of descriptors (or memory): the connection stays in the backlog; try again soon.
+        self->retry.expires_after(kAcceptRetry);
+        self->retry.async_wait([self](beast::error_code wait_ec) {
+          if (!wait_ec && self->acceptor.is_open()) self->Accept();
+        });
+        return;
+      }
+      std::vector<std::shared_ptr<Session>> evict;
+      if (self->table->Admit(&evict)) {
+        std::make_shared<Session>(std::move(socket), self->routes, self->table)->Run();
+      } else {
+        beast::error_code ignored;
+        socket.close(ignored);
+      }
+      for (auto& s : evict) s->Close();
+      self->Accept();
+    });
   }
 
   asio::io_context& ioc;
   tcp::acceptor acceptor;
+  asio::steady_timer retry;
   std::shared_ptr<const HttpRoutes> routes;
+  std::shared_ptr<SessionTable> table;
 };
 
 HttpResponse Route(const HttpRequest& req, const HttpRoutes& routes) {
@@ -190,6 +306,7 @@ void HttpServer::Stop() {
   asio::post(l->acceptor.get_executor(), [l] {
     beast::error_code ec;
     l->acceptor.close(ec);
+    l->retry.cancel();
   });
 }
 
