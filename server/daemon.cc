@@ -3,6 +3,7 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
 #include <spdlog/spdlog.h>
 
 #include <atomic>
@@ -115,6 +116,31 @@ Status RunDaemon(const Config& config) {
   int grpc_port = 0;
   // Without this, gRPC sets SO_REUSEPORT and a second daemon would silently share the port.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // Broken and hostile clients (README, "Limits and timeouts"). Constants: they bound what a
+  // misbehaving peer can hold, and no well-behaved client comes near them.
+  // A connection must finish the HTTP/2 handshake (send its preface and SETTINGS) within 10 s
+  // of being accepted, instead of gRPC's 120 s; real clients do it in their first packet.
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, 10'000);
+  // A connection with no call for 5 minutes gets a GOAWAY and is closed; clients reconnect on
+  // their next call. Workers always have a Lease in flight, so they are never idle.
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, 5 * 60'000);
+  // While calls are open (a parked Lease), a silent connection is pinged after 1 minute and
+  // dropped if the ping is not answered within 20 s: a worker whose machine vanished without
+  // closing its connection has its calls cancelled, not held.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60'000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20'000);
+  // Request metadata up to 8 KiB (gRPC's default, stated here: traceparent and friends need
+  // far less); more is RESOURCE_EXHAUSTED.
+  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, 8 << 10);
+  // Calls open at once on one connection. A worker process uses one per slot (at most 1024
+  // for `ledgerq work`) plus heartbeats; more wait on the client side.
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 4096);
+  // gRPC's own buffers (reads, writes, HTTP/2 state) stay within this quota: under pressure
+  // it shrinks read buffers and closes idle connections before it grows further.
+  constexpr size_t kGrpcMemoryQuotaBytes = size_t{256} << 20;
+  grpc::ResourceQuota quota("ledgerqd-grpc");
+  quota.Resize(kGrpcMemoryQuotaBytes);
+  builder.SetResourceQuota(quota);
   builder.AddListeningPort(config.grpc_listen, grpc::InsecureServerCredentials(), &grpc_port);
   // A batch of 1000 items can carry far more than one payload; allow headroom above the limit.
   const uint64_t max_msg =
