@@ -27,6 +27,7 @@ class Daemon {
   void Signal(int sig);
   ExitInfo Wait();  // reaps the process
   bool running() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }  // -1 when not running
 
   const std::string& grpc_address() const { return grpc_; }
   const std::string& http_address() const { return http_; }
