@@ -174,10 +174,13 @@ class LineWriter {
     Key(key);
     out_ += std::to_string(v);
   }
-  void Ms(std::string_view key, int64_t us) {
+  // The time from one instant to another, in ms. Subtracted as doubles: a record's times can be
+  // anything (a corrupt one), and int64 subtraction could overflow.
+  void Ms(std::string_view key, int64_t from_us, int64_t to_us) {
     Key(key);
     char buf[32];
-    std::snprintf(buf, sizeof buf, "%.3f", static_cast<double>(us) / 1e3);
+    std::snprintf(buf, sizeof buf, "%.3f",
+                  (static_cast<double>(to_us) - static_cast<double>(from_us)) / 1e3);
     out_ += buf;
   }
   std::string Done() {
@@ -236,8 +239,8 @@ std::string Lifecycle::Line(const storage::ObservedEvent& e) const {
     w.Str("finished_at", Time(ev.time_us()));
     w.Str("outcome", Outcome(ev.type()));
   }
-  if (ev.type() == sv1::EVENT_LEASED && e.job) w.Ms("wait_ms", ev.time_us() - e.job->run_at_us());
-  if (ev.attempt_started_us()) w.Ms("run_ms", ev.time_us() - ev.attempt_started_us());
+  if (ev.type() == sv1::EVENT_LEASED && e.job) w.Ms("wait_ms", e.job->run_at_us(), ev.time_us());
+  if (ev.attempt_started_us()) w.Ms("run_ms", ev.attempt_started_us(), ev.time_us());
   if (ev.has_error()) {
     w.Str("error.kind", KindName(ev.error().kind()));
     w.Str("error.code", ev.error().code());

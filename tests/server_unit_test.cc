@@ -253,6 +253,22 @@ default-max-attempts = 9
   }
 }
 
+// Found with fuzz_record_decode: run_ms and wait_ms subtracted a record's int64 times, which
+// overflows (UB) for a corrupt record.
+TEST_CASE("lifecycle lines survive out-of-range record times", "[server][logs][fuzz]") {
+  storage::ObservedEvent e;
+  e.event.set_type(storage::v1::EVENT_LEASED);
+  e.event.set_job_id(1);
+  e.event.set_time_us(INT64_MIN);
+  e.event.set_attempt_started_us(INT64_MAX);
+  e.job.emplace();
+  e.job->set_run_at_us(INT64_MAX);
+  Lifecycle json(nullptr, nullptr, LogFormat::kJson);
+  auto j = nlohmann::json::parse(json.Line(e));
+  CHECK(j["run_ms"].get<double>() < -1e15);
+  CHECK(j["wait_ms"].get<double>() < -1e15);
+}
+
 TEST_CASE("lifecycle lines carry the standard attributes and never a payload", "[server][logs]") {
   storage::ObservedEvent e;
   e.event.set_seq(7);
