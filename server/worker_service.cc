@@ -19,6 +19,8 @@ namespace {
 using google::protobuf::util::TimeUtil;
 using std::chrono::microseconds;
 
+// Only for a duration within CheckDuration's bounds: TimeUtil's conversion overflows int64 (UB)
+// on huge seconds.
 microseconds Us(const google::protobuf::Duration& d) {
   return microseconds(TimeUtil::DurationToMicroseconds(d));
 }
@@ -138,11 +140,11 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Lease(grpc::CallbackServerContext* 
   p.max_jobs = req->max_jobs() ? req->max_jobs() : 1;
   if (st.ok() && req->has_lease_duration()) {
     st = CheckDuration(req->lease_duration(), std::chrono::hours(12), "lease_duration", "12h");
-    p.lease_duration = Us(req->lease_duration());
+    if (st.ok()) p.lease_duration = Us(req->lease_duration());
   }
   if (st.ok() && req->has_wait()) {
     st = CheckDuration(req->wait(), std::chrono::seconds(60), "wait", "60s");
-    p.wait = Us(req->wait());
+    if (st.ok()) p.wait = Us(req->wait());
   }
   p.principal = kAnonymous;
   if (st.ok()) st = scheduler::ValidateLease(p, dispatcher_->options());
@@ -281,7 +283,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Fail(grpc::CallbackServerContext* c
   std::optional<microseconds> retry_after;
   if (st.ok() && req->has_retry_after()) {
     st = CheckDuration(req->retry_after(), std::chrono::hours(24 * 7), "retry_after", "7d");
-    retry_after = Us(req->retry_after());
+    if (st.ok()) retry_after = Us(req->retry_after());
   }
   if (!st.ok()) {
     Finish(reactor, "Fail", ToGrpcStatus(st));
@@ -526,7 +528,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListFailures(grpc::CallbackServerCon
   microseconds since = std::chrono::hours(1);
   if (st.ok() && req->has_since()) {
     st = CheckDuration(req->since(), std::chrono::hours(24 * 30), "since", "30d");
-    since = Us(req->since());
+    if (st.ok()) since = Us(req->since());
   }
   if (!st.ok()) {
     Finish(reactor, "ListFailures", ToGrpcStatus(st));
