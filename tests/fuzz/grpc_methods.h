@@ -1,4 +1,5 @@
-// The methods fuzz_grpc_handlers calls, indexed by an input's first byte (modulo the count).
+// The methods fuzz_grpc_handlers calls, indexed by an input's first byte (its low seven bits,
+// modulo the count).
 // Shared with the seed generator, so a seed's first byte names the method its request is for.
 #pragma once
 

@@ -2,6 +2,8 @@
 // requests, real config files and records encoded as the store encodes them. The output is
 // committed under tests/fuzz/corpus/<target>/; rerun after a wire or record format change:
 //   build-fuzz/tests/fuzz/fuzz_seeds tests/fuzz/corpus
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/util/time_util.h>
 
 #include <cstdio>
@@ -37,8 +39,37 @@ void Write(const std::string& target, const std::string& name, std::string_view 
   ++written;
 }
 
+// Map entries in a fixed order, so regenerating the seeds rewrites only the time-dependent ones.
+std::string Serialize(const google::protobuf::Message& m) {
+  std::string out;
+  {
+    google::protobuf::io::StringOutputStream raw(&out);
+    google::protobuf::io::CodedOutputStream coded(&raw);
+    coded.SetSerializationDeterministic(true);
+    m.SerializeToCodedStream(&coded);
+  }
+  return out;
+}
+
 void Grpc(const std::string& name, MethodIndex m, const google::protobuf::Message& req) {
-  Write("grpc_handlers", name, std::string(1, static_cast<char>(m)) + req.SerializeAsString());
+  Write("grpc_handlers", name, std::string(1, static_cast<char>(m)) + Serialize(req));
+  // The same request with ids 1..16 standing for the latest leases and jobs (the top bit).
+  switch (m) {
+    case kGetJob:
+    case kCancelJob:
+    case kGetJobHistory:
+    case kHeartbeat:
+    case kComplete:
+    case kCompleteBatch:
+    case kFail:
+    case kRelease:
+    case kRedrive:
+      Write("grpc_handlers", name + "_live",
+            std::string(1, static_cast<char>(m | 0x80)) + Serialize(req));
+      break;
+    default:
+      break;
+  }
 }
 
 v1::EnqueueRequest Job(const std::string& queue, const std::string& type,
@@ -139,7 +170,8 @@ void GrpcSeeds() {
     h.set_trace_id("4bf92f3577b34da6a3ce929d0e0e4736");
     Grpc("history_trace", kGetJobHistory, h);
   }
-  // WorkerService. Tokens {1..8, attempt 1} are leased by the harness at start.
+  // WorkerService. Tokens {1..8, attempt 1} are leased by the harness at start; the "_live"
+  // variants name the latest leases instead.
   {
     v1::LeaseRequest l;
     l.add_queues("emails");
