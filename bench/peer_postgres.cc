@@ -12,6 +12,7 @@ namespace ledgerq::bench {
 namespace {
 
 constexpr const char* kSchema = R"sql(
+SET client_min_messages = warning;
 DROP TABLE IF EXISTS jobs;
 CREATE TABLE jobs (
   id           bigserial PRIMARY KEY,

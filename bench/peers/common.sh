@@ -33,12 +33,17 @@ build_bench() {
   cmake --build "$build" -j"${JOBS:-2}" --target ledgerqd ledgerq-bench >&2
 }
 
-# A TCP port on 127.0.0.1 that nothing listens on now.
+# A TCP port that no socket uses now, below the kernel's ephemeral range (so the benchmark's
+# own client connections cannot be holding it).
 free_port() {
-  local p
+  local low p
+  low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range)
+  ((low > 12000)) || low=32768
   while :; do
-    p=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    p=$((10000 + RANDOM % (low - 10000)))
+    # Local ports in use, from /proc/net/tcp{,6} (hex, second column's port part).
+    if ! awk -v port="$(printf '%04X' "$p")" 'FNR > 1 { split($2, a, ":"); if (a[2] == port) f = 1 }
+           END { exit !f }' /proc/net/tcp /proc/net/tcp6 2>/dev/null; then
       echo "$p"
       return
     fi

@@ -48,8 +48,10 @@ daemon "$peers_work/second.log"
 ready=$("$bench" wait-ready --server "$grpc" --http "$http" --since-unix-ns "$start")
 sleep 2
 rss_recovered=$(rss_bytes "$pid")
-recovered_line=$(grep -o 'recovered indexes in [0-9.]*s[^"]*' "$peers_work/second.log" | head -1 ||
-  true)
+# The daemon's own timeline of the restart: when the store was open, the indexes rebuilt, the
+# ports listening.
+timeline=$(grep -E 'opened|recovered indexes|listening' "$peers_work/second.log" | tr -d '"\\' |
+  sed 's/^/    "/; s/$/",/' | sed '$ s/,$//')
 stop "$pid"
 db_bytes=$(du -sb "$data" | cut -f1)
 
@@ -64,7 +66,10 @@ cat >"$out" <<JSON
   "fill_seconds": $fill_s,
   "shutdown_seconds": $stop_s,
   "restart": $ready,
-  "restart_note": "seconds from spawning the daemon$drop; the log says: $recovered_line",
+  "restart_note": "seconds from spawning the daemon$drop (started at $(date -u -d "@${start:0:10}.${start:10:3}" +%H:%M:%S.%3N) UTC)",
+  "restart_log": [
+$timeline
+  ],
   "rss_empty_bytes": $rss_empty,
   "rss_after_fill_bytes": $rss_filled,
   "rss_after_restart_bytes": $rss_recovered,

@@ -29,10 +29,12 @@ concurrencies=${CONCURRENCY:-"8 64"}
 . "$(dirname "$0")/common.sh"
 cd "$peers_repo"
 
-install_missing redis-server beanstalkd postgresql libhiredis-dev libpq-dev pkg-config
+pkgs=(redis-server beanstalkd postgresql libhiredis-dev libpq-dev)
+command -v pkg-config >/dev/null || pkgs+=(pkgconf)
+install_missing "${pkgs[@]}"
 build_bench "$build" -DLEDGERQ_BENCH_PEERS=ON
 bench="$build/bench/ledgerq-bench"
-if ! "$bench" peer --help >/dev/null 2>&1; then
+if ! "$bench" --help | grep -q '^ *peer '; then
   echo "$bench has no peer drivers (LEDGERQ_BENCH_PEERS off or libraries missing)" >&2
   exit 1
 fi
@@ -105,7 +107,16 @@ for workload in $workloads; do
         driver=${system%-f0}
         dir=$(mktemp -d "$peers_work/$system.XXXX")
         chmod 755 "$dir"
-        start "$system" "$dir"
+        started=""
+        for attempt in 1 2 3; do
+          if start "$system" "$dir"; then
+            started=1
+            break
+          fi
+          echo "$system did not start (attempt $attempt); its log: $(tail -3 "$dir/log")" >&2
+          stop_server "$system"
+        done
+        [[ -n $started ]] || continue
         "$bench" peer --system "$driver" --label "$system" --server "$addr" \
           --workload "$workload" --payload-bytes "$bytes" --concurrency "$conc" \
           --duration "$duration" --warmup "$warmup" --json "$lines" ||
@@ -119,7 +130,7 @@ done
 
 mkdir -p bench/peers/results
 out="bench/peers/results/$(date -u +%Y-%m-%d).json"
-versions="ledgerqd $(git rev-parse --short HEAD); $(redis-server --version | cut -d' ' -f1-3); \
+versions="ledgerqd $(git describe --always --dirty); $(redis-server --version | cut -d' ' -f1-3); \
 $(beanstalkd -v); $("$pgbin/postgres" --version)"
 "$bench" peer-table --in "$lines" --out "$out" \
   --machine "$(machine_description); $versions" \
