@@ -79,8 +79,28 @@ spawn() { # spawn LOGFILE CMD...: starts CMD in the background; sets $spawned
   peers_pids+=("$spawned")
 }
 
+forget() { # forget PID: no longer ours to stop (it ended)
+  local keep=() p
+  for p in "${peers_pids[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+  peers_pids=("${keep[@]}")
+}
+
+# run CMD...: runs CMD in the background and waits for it, so that a signal to this script is
+# handled at once (bash delays traps until a foreground child ends); returns CMD's status.
+run() {
+  local pid rc=0
+  "$@" &
+  pid=$!
+  peers_pids+=("$pid")
+  wait "$pid" || rc=$?
+  forget "$pid"
+  return "$rc"
+}
+
 stop() { # stop PID: TERM, wait up to 15 s, then KILL
   local pid=$1 i
+  [[ -n $pid ]] || return 0
+  forget "$pid"
   kill -TERM "$pid" 2>/dev/null || return 0
   for i in $(seq 150); do
     kill -0 "$pid" 2>/dev/null || break
@@ -94,6 +114,7 @@ peers_cleanup() {
   local pid
   set +e
   for pid in "${peers_pids[@]}"; do stop "$pid"; done
+  wait 2>/dev/null
   "$peers_cleanup_extra"
   rm -rf "$peers_work"
 }

@@ -24,12 +24,12 @@ daemon() { # daemon LOG: starts ledgerqd on $data; sets $pid
 }
 
 daemon "$peers_work/first.log"
-"$bench" wait-ready --server "$grpc" --http "$http" >/dev/null
+run "$bench" wait-ready --server "$grpc" --http "$http" >/dev/null
 sleep 2
 rss_empty=$(rss_bytes "$pid")
 echo "filling with $jobs jobs..." >&2
 fill_start=$(date +%s%N)
-"$bench" enqueue --server "$grpc" --jobs "$jobs" --batch 1000 --concurrency 4 --no-keys \
+run "$bench" enqueue --server "$grpc" --jobs "$jobs" --batch 1000 --concurrency 4 --no-keys \
   --payload-bytes 100 --duration 1h --queue recovery >&2
 fill_s=$(awk -v a="$fill_start" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
 sleep 2
@@ -57,6 +57,7 @@ db_bytes=$(du -sb "$data" | cut -f1)
 
 mkdir -p bench/peers/results
 out="bench/peers/results/recovery-$(date -u +%Y-%m-%d).json"
+[[ -e $out ]] && out="bench/peers/results/recovery-$(date -u +%Y-%m-%d-%H%M%S).json"
 cat >"$out" <<JSON
 {
   "machine": "$(machine_description)",

@@ -16,7 +16,8 @@
 #   bench/peers/run.sh [build-dir] [duration]      defaults: build-peers 10s
 # Environment: SYSTEMS, WORKLOADS, PAYLOADS, CONCURRENCY (space-separated subsets), WARMUP
 # (default 1s), JOBS (build parallelism, default 2).
-# Writes bench/peers/results/<date>.json and prints a markdown table.
+# Writes bench/peers/results/<date>.json (<date>-<time>.json when that exists) and prints a
+# markdown table.
 set -euo pipefail
 build=${1:-build-peers}
 duration=${2:-10s}
@@ -117,7 +118,7 @@ for workload in $workloads; do
           stop_server "$system"
         done
         [[ -n $started ]] || continue
-        "$bench" peer --system "$driver" --label "$system" --server "$addr" \
+        run "$bench" peer --system "$driver" --label "$system" --server "$addr" \
           --workload "$workload" --payload-bytes "$bytes" --concurrency "$conc" \
           --duration "$duration" --warmup "$warmup" --json "$lines" ||
           echo "$system $workload $bytes B x$conc failed; server log: $(tail -3 "$dir/log")" >&2
@@ -130,6 +131,8 @@ done
 
 mkdir -p bench/peers/results
 out="bench/peers/results/$(date -u +%Y-%m-%d).json"
+# A second run on the same day keeps the first one's file.
+[[ -e $out ]] && out="bench/peers/results/$(date -u +%Y-%m-%d-%H%M%S).json"
 versions="ledgerqd $(git describe --always --dirty); $(redis-server --version | cut -d' ' -f1-3); \
 $(beanstalkd -v); $("$pgbin/postgres" --version)"
 "$bench" peer-table --in "$lines" --out "$out" \
