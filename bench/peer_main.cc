@@ -1,6 +1,8 @@
 // `ledgerq-bench peer`: one cell of the comparison (a system, a workload, a payload size, a
 // concurrency), run as a closed loop and reported as one JSON line; `peer-table` turns the lines
 // of a whole run into the JSON results file and a markdown table.
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -219,6 +221,14 @@ class AsyncRun {
   int outstanding_ = 0;
 };
 
+// CPU seconds (user + system) this process used so far: the load generator's own cost.
+[[nodiscard]] double CpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  auto secs = [](const timeval& t) { return t.tv_sec + t.tv_usec / 1e6; };
+  return secs(u.ru_utime) + secs(u.ru_stime);
+}
+
 [[nodiscard]] double LoadAverage() {
   std::ifstream in("/proc/loadavg");
   double one = 0;
@@ -244,6 +254,8 @@ int RunPeer(const PeerRunOptions& o) {
     return 1;
   }
   const double load_before = LoadAverage();
+  const double cpu_before = CpuSeconds();
+  const auto wall_before = Clock::now();
   std::vector<SlotResult> results(o.concurrency);
   for (auto& r : results) r.latencies_us.reserve(1 << 16);
   Window w;
@@ -255,6 +267,10 @@ int RunPeer(const PeerRunOptions& o) {
     std::cerr << o.system << ": connect: " << error << "\n";
     return 1;
   }
+  // Over the whole run (warm-up included): the share of a core the load generator used.
+  const double client_cpu_share =
+      (CpuSeconds() - cpu_before) /
+      std::max(1e-9, std::chrono::duration<double>(Clock::now() - wall_before).count());
 
   std::vector<double> lat;
   uint64_t errors = 0;
@@ -280,11 +296,14 @@ int RunPeer(const PeerRunOptions& o) {
                    {"p99_ms", l.p99_ms},
                    {"max_ms", l.max_ms},
                    {"loadavg_1m_before", load_before},
+                   {"client_cpu_cores", client_cpu_share},
                    {"first_error", first_error}};
-  std::printf("%-16s %-7s %5zu B x%-3d %9.0f jobs/s  p50 %7.2f ms  p99 %7.2f ms  errors %llu%s%s\n",
-              label.c_str(), o.workload.c_str(), o.payload_bytes, o.concurrency, l.count / secs,
-              l.p50_ms, l.p99_ms, static_cast<unsigned long long>(errors),
-              first_error.empty() ? "" : "  first error: ", first_error.c_str());
+  std::printf(
+      "%-16s %-7s %5zu B x%-3d %9.0f jobs/s  p50 %7.2f ms  p99 %7.2f ms  errors %llu  "
+      "client %.2f cores%s%s\n",
+      label.c_str(), o.workload.c_str(), o.payload_bytes, o.concurrency, l.count / secs, l.p50_ms,
+      l.p99_ms, static_cast<unsigned long long>(errors), client_cpu_share,
+      first_error.empty() ? "" : "  first error: ", first_error.c_str());
   std::fflush(stdout);
   if (!o.json_out.empty()) {
     std::ofstream out(o.json_out, std::ios::app);
