@@ -1,11 +1,36 @@
 #!/usr/bin/env bash
 # Quick start, step 2 (and what CI runs): install what is needed, build everything, and run
-# every test through CTest. Unit and end-to-end tests start their own daemons on free
-# loopback ports with their own temporary directories.
+# every test through CTest, three ways:
+#   1. the normal build (build/): unit, end-to-end, torture (25 SIGKILLs), fault and deploy tests;
+#   2. the same suite under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/);
+#   3. each libFuzzer target for a few seconds over its seed corpus (build-fuzz/, clang-14).
+# Tests start their own daemons on free loopback ports with their own temporary directories.
+#   bash scripts/test.sh            # all three (CI)
+#   bash scripts/test.sh --quick    # the normal build only
 set -euo pipefail
 cd "$(dirname "$0")/.."
+quick=0
+[[ "${1:-}" == "--quick" ]] && quick=1
+
 bash scripts/install-deps.sh --with-tests
+
+step() { echo; echo "== $* ($(date +%T))"; }
+
+step "normal build and tests"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLEDGERQ_BUILD_TESTS=ON >/dev/null
 cmake --build build -j2
-cd build
-ctest --output-on-failure -j2 --timeout 600
+(cd build && ctest --output-on-failure -j2 --timeout 600)
+((quick)) && exit 0
+
+step "AddressSanitizer + UndefinedBehaviorSanitizer build and tests"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLEDGERQ_BUILD_TESTS=ON \
+  -DLEDGERQ_SANITIZE=address,undefined >/dev/null
+cmake --build build-asan -j2
+# Any sanitizer finding aborts the process, so the test that caused it fails.
+export ASAN_OPTIONS=abort_on_error=1:detect_leaks=1
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+(cd build-asan && ctest --output-on-failure -j2 --timeout 900 -LE deploy)
+
+step "fuzz: each target for ${LEDGERQ_FUZZ_SECONDS:-10}s"
+bash scripts/fuzz.sh "${LEDGERQ_FUZZ_SECONDS:-10}"
+step "all tests passed"
