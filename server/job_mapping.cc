@@ -49,9 +49,11 @@ std::string Quote(std::string_view s) {
   return out + "\"";
 }
 
+}  // namespace
+
 // TimeUtil aborts the process on a time outside 0001-01-01..9999-12-31, and a stored record
 // (corrupt, or written by something else) can hold any int64: clamp to what a Timestamp holds.
-google::protobuf::Timestamp FromMicros(int64_t us) {
+google::protobuf::Timestamp TimestampFromMicros(int64_t us) {
   constexpr int64_t kMinUs = TimeUtil::kTimestampMinSeconds * 1'000'000;
   constexpr int64_t kMaxUs = TimeUtil::kTimestampMaxSeconds * 1'000'000 + 999'999;
   return TimeUtil::MicrosecondsToTimestamp(std::clamp(us, kMinUs, kMaxUs));
@@ -61,8 +63,6 @@ google::protobuf::Duration DurationFromMicros(int64_t us) {
   constexpr int64_t kMaxUs = TimeUtil::kDurationMaxSeconds * 1'000'000;
   return TimeUtil::MicrosecondsToDuration(std::clamp(us, -kMaxUs, kMaxUs));
 }
-
-}  // namespace
 
 Status ValidateName(std::string_view value, std::string_view field) {
   if (value.empty()) return Status::InvalidArgument(std::string(field) + ": must not be empty");
@@ -251,7 +251,7 @@ v1::Job ToApiJob(const storage::JobRecord& rec, int64_t now_us) {
   job.set_queue(rec.queue());
   job.set_type(rec.type());
   job.set_priority(rec.priority());
-  *job.mutable_run_at() = FromMicros(rec.run_at_us());
+  *job.mutable_run_at() = TimestampFromMicros(rec.run_at_us());
   job.set_max_attempts(rec.max_attempts());
   job.set_idempotency_key(rec.idempotency_key());
   job.set_parent_job_id(rec.parent_job_id());
@@ -264,20 +264,21 @@ v1::Job ToApiJob(const storage::JobRecord& rec, int64_t now_us) {
   }
   job.set_state(state);
   job.set_attempts(rec.attempts());
-  *job.mutable_created_at() = FromMicros(rec.created_at_us());
-  *job.mutable_updated_at() = FromMicros(rec.updated_at_us());
+  *job.mutable_created_at() = TimestampFromMicros(rec.created_at_us());
+  *job.mutable_updated_at() = TimestampFromMicros(rec.updated_at_us());
   for (const auto& e : rec.errors()) {
     auto* out = job.add_errors();
     out->set_attempt(e.attempt());
-    *out->mutable_at() = FromMicros(e.at_us());
+    *out->mutable_at() = TimestampFromMicros(e.at_us());
     out->set_worker_id(e.worker_id());
     out->set_kind(static_cast<v1::ErrorKind>(e.kind()));
     out->set_code(e.code());
     out->set_message(e.message());
     out->set_details(e.details());
     out->set_worker_host(e.worker_host());
-    if (e.lease_started_us()) *out->mutable_lease_started() = FromMicros(e.lease_started_us());
-    if (e.lease_ended_us()) *out->mutable_lease_ended() = FromMicros(e.lease_ended_us());
+    if (e.lease_started_us())
+      *out->mutable_lease_started() = TimestampFromMicros(e.lease_started_us());
+    if (e.lease_ended_us()) *out->mutable_lease_ended() = TimestampFromMicros(e.lease_ended_us());
     out->set_payload_snapshot(e.payload_snapshot());
   }
   job.set_payload_sha256(rec.payload_sha256());
@@ -286,7 +287,7 @@ v1::Job ToApiJob(const storage::JobRecord& rec, int64_t now_us) {
   job.set_dead_reason(rec.dead_reason());
   if (rec.state() == storage::v1::STATE_LEASED) {
     job.set_lease_worker_id(rec.lease_worker_id());
-    *job.mutable_lease_deadline() = FromMicros(rec.lease_deadline_us());
+    *job.mutable_lease_deadline() = TimestampFromMicros(rec.lease_deadline_us());
   }
   const uint32_t used = rec.attempts() - std::min(rec.attempts(), rec.attempt_budget_base());
   job.set_attempts_remaining(rec.max_attempts() > used ? rec.max_attempts() - used : 0);
@@ -308,17 +309,18 @@ v1::JobEvent ToApiEvent(const storage::EventBody& ev) {
   out.set_seq(ev.seq());
   std::string name = storage::v1::EventType_Name(ev.type());
   out.set_type(name.rfind("EVENT_", 0) == 0 ? name.substr(6) : name);
-  *out.mutable_at() = FromMicros(ev.time_us());
+  *out.mutable_at() = TimestampFromMicros(ev.time_us());
   out.set_principal(ev.principal());
   out.set_attempt(ev.attempt());
   out.set_from_state(static_cast<v1::JobState>(ev.from_state()));
   out.set_to_state(static_cast<v1::JobState>(ev.to_state()));
   out.set_worker_id(ev.worker_id());
-  if (ev.lease_deadline_us()) *out.mutable_lease_deadline() = FromMicros(ev.lease_deadline_us());
+  if (ev.lease_deadline_us())
+    *out.mutable_lease_deadline() = TimestampFromMicros(ev.lease_deadline_us());
   if (ev.has_error()) {
     auto* e = out.mutable_error();
     e->set_attempt(ev.error().attempt());
-    *e->mutable_at() = FromMicros(ev.error().at_us());
+    *e->mutable_at() = TimestampFromMicros(ev.error().at_us());
     e->set_worker_id(ev.error().worker_id());
     e->set_kind(static_cast<v1::ErrorKind>(ev.error().kind()));
     e->set_code(ev.error().code());
@@ -326,18 +328,18 @@ v1::JobEvent ToApiEvent(const storage::EventBody& ev) {
     e->set_details(ev.error().details());
     e->set_worker_host(ev.error().worker_host());
     if (ev.error().lease_started_us()) {
-      *e->mutable_lease_started() = FromMicros(ev.error().lease_started_us());
+      *e->mutable_lease_started() = TimestampFromMicros(ev.error().lease_started_us());
     }
     if (ev.error().lease_ended_us()) {
-      *e->mutable_lease_ended() = FromMicros(ev.error().lease_ended_us());
+      *e->mutable_lease_ended() = TimestampFromMicros(ev.error().lease_ended_us());
     }
     e->set_payload_snapshot(ev.error().payload_snapshot());
   }
-  if (ev.run_at_us()) *out.mutable_run_at() = FromMicros(ev.run_at_us());
+  if (ev.run_at_us()) *out.mutable_run_at() = TimestampFromMicros(ev.run_at_us());
   out.set_reason(ev.reason());
   out.set_traceparent(ev.traceparent());
   if (ev.attempt_started_us()) {
-    *out.mutable_attempt_started() = FromMicros(ev.attempt_started_us());
+    *out.mutable_attempt_started() = TimestampFromMicros(ev.attempt_started_us());
   }
   out.set_payload_sha256(ev.payload_sha256());
   out.set_result_sha256(ev.result_sha256());

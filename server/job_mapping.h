@@ -15,6 +15,11 @@
 
 namespace ledgerq::server {
 
+// Microseconds to a protobuf Timestamp / Duration, clamped to what those types hold: TimeUtil
+// aborts the process outside 0001..9999 (or ±10,000 years), and stored records can hold any int64.
+google::protobuf::Timestamp TimestampFromMicros(int64_t us);
+google::protobuf::Duration DurationFromMicros(int64_t us);
+
 struct EnqueueLimits {
   uint64_t max_payload_bytes = 1 << 20;
   uint32_t default_max_attempts = 5;

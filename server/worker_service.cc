@@ -69,7 +69,7 @@ class LeaseReactor final : public grpc::ServerUnaryReactor {
         out->mutable_job()->set_payload(lj.payload);
         out->mutable_token()->set_job_id(lj.job.id());
         out->mutable_token()->set_attempt(lj.job.attempts());
-        *out->mutable_deadline() = TimeUtil::MicrosecondsToTimestamp(lj.deadline_us);
+        *out->mutable_deadline() = TimestampFromMicros(lj.deadline_us);
         if (lj.checkpoint) out->set_checkpoint(*lj.checkpoint);
         out->set_tracestate(lj.job.tracestate());
         out->set_traceparent(lj.job.attempt_traceparent().empty() ? lj.job.traceparent()
@@ -96,7 +96,7 @@ v1::QueueInfo ToQueueInfo(const scheduler::QueueStats& s) {
   q.set_succeeded(s.succeeded);
   q.set_dead(s.dead);
   q.set_cancelled(s.cancelled);
-  *q.mutable_oldest_ready_age() = TimeUtil::MicrosecondsToDuration(s.oldest_ready_age.count());
+  *q.mutable_oldest_ready_age() = DurationFromMicros(s.oldest_ready_age.count());
   return q;
 }
 
@@ -184,23 +184,23 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerConte
   }
   std::optional<std::string> checkpoint;
   if (req->set_checkpoint() || !req->checkpoint().empty()) checkpoint = req->checkpoint();
-  dispatcher_->Heartbeat(
-      std::move(tokens), req->has_extend_by() ? Us(req->extend_by()) : microseconds(0),
-      std::move(checkpoint), kAnonymous,
-      [this, reactor, resp](Result<std::vector<scheduler::HeartbeatOutcome>> r) {
-        if (r.ok()) {
-          for (const auto& o : *r) {
-            auto* out = resp->add_results();
-            out->mutable_token()->set_job_id(o.token.job_id);
-            out->mutable_token()->set_attempt(o.token.attempt);
-            out->set_lease_lost(o.lost);
-            if (!o.lost)
-              *out->mutable_deadline() = TimeUtil::MicrosecondsToTimestamp(o.deadline_us);
-            out->set_message(o.message);
-          }
-        }
-        Finish(reactor, "Heartbeat", ToGrpcStatus(r.status()));
-      });
+  dispatcher_->Heartbeat(std::move(tokens),
+                         req->has_extend_by() ? Us(req->extend_by()) : microseconds(0),
+                         std::move(checkpoint), kAnonymous,
+                         [this, reactor, resp](Result<std::vector<scheduler::HeartbeatOutcome>> r) {
+                           if (r.ok()) {
+                             for (const auto& o : *r) {
+                               auto* out = resp->add_results();
+                               out->mutable_token()->set_job_id(o.token.job_id);
+                               out->mutable_token()->set_attempt(o.token.attempt);
+                               out->set_lease_lost(o.lost);
+                               if (!o.lost)
+                                 *out->mutable_deadline() = TimestampFromMicros(o.deadline_us);
+                               out->set_message(o.message);
+                             }
+                           }
+                           Finish(reactor, "Heartbeat", ToGrpcStatus(r.status()));
+                         });
   return reactor;
 }
 
@@ -548,11 +548,11 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListFailures(grpc::CallbackServerCon
                                 grp.g.set_queue(f.queue());
                                 grp.g.set_type(f.job_type());
                                 grp.g.set_code(f.code());
-                                *grp.g.mutable_first_seen() = TimeUtil::MicrosecondsToTimestamp(at);
+                                *grp.g.mutable_first_seen() = TimestampFromMicros(at);
                               }
                               grp.g.set_count(grp.g.count() + 1);
                               grp.g.set_kind(static_cast<v1::ErrorKind>(f.kind()));
-                              *grp.g.mutable_last_seen() = TimeUtil::MicrosecondsToTimestamp(at);
+                              *grp.g.mutable_last_seen() = TimestampFromMicros(at);
                               grp.samples.push_front(f.job_id());
                               if (grp.samples.size() > 5) grp.samples.pop_back();
                             });

@@ -317,3 +317,15 @@ TEST_CASE("lifecycle lines carry the standard attributes and never a payload", "
   CHECK_THAT(line, Catch::Contains("job_id=42"));
   CHECK_THAT(line, Catch::Contains("error.code=DB_TIMEOUT"));
 }
+
+// Stored records can hold any int64 time; TimeUtil aborts the process outside its range, so
+// every conversion to the API goes through these clamps (ListFailures' first/last seen too).
+TEST_CASE("record times outside a protobuf Timestamp's range are clamped, not fatal",
+          "[server][fuzz]") {
+  CHECK(TimestampFromMicros(INT64_MAX).seconds() == TimeUtil::kTimestampMaxSeconds);
+  CHECK(TimestampFromMicros(INT64_MIN).seconds() == TimeUtil::kTimestampMinSeconds);
+  CHECK(TimestampFromMicros(1'500'000).seconds() == 1);
+  CHECK(DurationFromMicros(INT64_MAX).seconds() == TimeUtil::kDurationMaxSeconds);
+  CHECK(DurationFromMicros(INT64_MIN).seconds() == -TimeUtil::kDurationMaxSeconds);
+  CHECK(DurationFromMicros(-2'000'000).seconds() == -2);
+}
