@@ -586,13 +586,6 @@ class Handoff {
   bool closed_ = false;
 };
 
-// The write pipeline, one thread per stage, each handing groups to the next in order:
-//   committer: applies a group of transitions and writes it to RocksDB without fsync;
-//   syncer:    fsyncs the WAL once for every group written meanwhile, then publishes them;
-//   finisher:  runs the callbacks (answers), off both of the above.
-// So the committer builds group N+1 while group N is being fsynced, and nothing is answered or
-// made visible to readers before it is durable: readers use the snapshot taken right after the
-// last durable group, never the live database.
 // RocksDB's info log, handed to StoreOptions::on_rocksdb_log instead of a LOG file.
 class CallbackLogger : public rocksdb::Logger {
  public:
@@ -646,6 +639,14 @@ class WriteErrorState : public rocksdb::EventListener {
   Status error_;
 };
 
+// The write pipeline, one thread per stage, each handing groups to the next in order:
+//   committer: applies a group of transitions and writes it to RocksDB without fsync;
+//   syncer:    fsyncs the WAL once for every group written meanwhile, then publishes them;
+//   finisher:  runs the callbacks (answers), off both of the above.
+// So the committer builds group N+1 while group N is being fsynced (its WAL append then waits
+// for that fsync: see wal_mu), and nothing is answered or made visible to readers before it is
+// durable: readers use the snapshot taken right after the last durable group, never the live
+// database.
 class JobStore::Impl {
  public:
   using SnapshotPtr = std::shared_ptr<const rocksdb::Snapshot>;
