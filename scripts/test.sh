@@ -3,9 +3,10 @@
 # every test through CTest, three ways:
 #   1. the normal build (build/): unit, end-to-end, torture (25 SIGKILLs), fault and deploy tests;
 #   2. the same suite under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/);
-#   3. each libFuzzer target for a few seconds over its seed corpus (build-fuzz/, clang-14).
+#   3. the unit tests under ThreadSanitizer (build-tsan/);
+#   4. each libFuzzer target for a few seconds over its seed corpus (build-fuzz/, clang-14).
 # Tests start their own daemons on free loopback ports with their own temporary directories.
-#   bash scripts/test.sh            # all three (CI)
+#   bash scripts/test.sh            # all four (CI)
 #   bash scripts/test.sh --quick    # the normal build only
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,14 @@ cmake --build build-asan -j2
 export ASAN_OPTIONS=abort_on_error=1:detect_leaks=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 (cd build-asan && ctest --output-on-failure -j2 --timeout 900 -LE deploy)
+
+step "ThreadSanitizer: the unit tests (the store's pipeline threads, the dispatcher's strand)"
+# The daemon under TSan would need suppressions for Debian's uninstrumented gRPC and abseil
+# too; the unit tests hold our own concurrency and need them only for RocksDB (tests/tsan.supp).
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLEDGERQ_BUILD_TESTS=ON \
+  -DLEDGERQ_SANITIZE=thread >/dev/null
+cmake --build build-tsan -j2 --target unit_tests
+TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/tests/tsan.supp" build-tsan/tests/unit_tests
 
 step "fuzz: each target for ${LEDGERQ_FUZZ_SECONDS:-10}s"
 bash scripts/fuzz.sh "${LEDGERQ_FUZZ_SECONDS:-10}"
