@@ -345,24 +345,34 @@ class Run {
     bool operator()(const Held& a, const Held& b) const { return a.due > b.due; }
   };
 
+  // One call carrying a lease token, recorded as `op` (its kind and flags set by the caller).
+  template <typename Req, typename Resp>
+  grpc::Status TokenCall(grpc::Status (v1::WorkerService::Stub::*method)(grpc::ClientContext*,
+                                                                         const Req&, Resp*),
+                         v1::WorkerService::Stub* stub, const Req& req, const v1::LeaseToken& token,
+                         Op op) {
+    grpc::ClientContext ctx;
+    Deadline(&ctx, 3s);
+    Resp resp;
+    op.start_us = Now();
+    grpc::Status st = (stub->*method)(&ctx, req, &resp);
+    op.end_us = Now();
+    op.job_id = token.job_id();
+    op.attempt = token.attempt();
+    Finish(&op, st);
+    Record(op.thread, std::move(op));
+    return st;
+  }
+
   grpc::Status Complete(v1::WorkerService::Stub* stub, int thread, const v1::LeaseToken& token,
                         bool late, bool repeat) {
     v1::CompleteRequest req;
     *req.mutable_token() = token;
     req.set_result("done");
-    grpc::ClientContext ctx;
-    Deadline(&ctx, 3s);
-    v1::JobResponse resp;
-    Op op = NewOp(thread, OpKind::kComplete, Now());
-    grpc::Status st = stub->Complete(&ctx, req, &resp);
-    op.end_us = Now();
-    op.job_id = token.job_id();
-    op.attempt = token.attempt();
+    Op op = NewOp(thread, OpKind::kComplete, 0);
     op.late = late;
     op.repeat = repeat;
-    Finish(&op, st);
-    Record(thread, std::move(op));
-    return st;
+    return TokenCall(&v1::WorkerService::Stub::Complete, stub, req, token, std::move(op));
   }
 
   void Fail(v1::WorkerService::Stub* stub, int thread, const v1::LeaseToken& token,
@@ -372,33 +382,17 @@ class Run {
     req.mutable_error()->set_kind(permanent ? v1::ERROR_KIND_PERMANENT : v1::ERROR_KIND_TRANSIENT);
     req.mutable_error()->set_code(permanent ? "POISON" : "FLAKY");
     req.mutable_error()->set_message("torture");
-    grpc::ClientContext ctx;
-    Deadline(&ctx, 3s);
-    v1::JobResponse resp;
-    Op op = NewOp(thread, OpKind::kFail, Now());
-    grpc::Status st = stub->Fail(&ctx, req, &resp);
-    op.end_us = Now();
-    op.job_id = token.job_id();
-    op.attempt = token.attempt();
+    Op op = NewOp(thread, OpKind::kFail, 0);
     op.permanent = permanent;
-    Finish(&op, st);
-    Record(thread, std::move(op));
+    (void)TokenCall(&v1::WorkerService::Stub::Fail, stub, req, token, std::move(op));
   }
 
   bool Heartbeat(v1::WorkerService::Stub* stub, int thread, const v1::LeaseToken& token) {
     v1::HeartbeatRequest req;
     *req.add_tokens() = token;
-    grpc::ClientContext ctx;
-    Deadline(&ctx, 3s);
-    v1::HeartbeatResponse resp;
-    Op op = NewOp(thread, OpKind::kHeartbeat, Now());
-    grpc::Status st = stub->Heartbeat(&ctx, req, &resp);
-    op.end_us = Now();
-    op.job_id = token.job_id();
-    op.attempt = token.attempt();
-    Finish(&op, st);
-    Record(thread, std::move(op));
-    return st.ok();
+    return TokenCall(&v1::WorkerService::Stub::Heartbeat, stub, req, token,
+                     NewOp(thread, OpKind::kHeartbeat, 0))
+        .ok();
   }
 
   // Acts on a held job whose time has come; returns true when it stays held.
