@@ -44,6 +44,7 @@ namespace {
 
 using ledgerq::client::Client;
 using ledgerq::testing::CompleteReq;
+using ledgerq::testing::ConnectLoopback;
 using ledgerq::testing::Daemon;
 using ledgerq::testing::ExitInfo;
 using ledgerq::testing::HttpGet;
@@ -145,24 +146,6 @@ rlim_t RaiseNoFile(rlim_t want) {
 }
 
 int PortOf(const std::string& address) { return std::stoi(address.substr(address.rfind(':') + 1)); }
-
-// A blocking TCP connection to 127.0.0.1:`port` (-1 on failure), with 5 s send/receive timeouts.
-int Connect(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  timeval tv{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
 
 // Sends all of `data` unless the peer goes away first; returns whether all of it went.
 bool SendAll(int fd, const std::string& data) {
@@ -391,7 +374,7 @@ class Proxy {
       if (::poll(pfds.data(), pfds.size(), 20) <= 0) continue;
       if (pfds[0].revents & POLLIN) {
         int client = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-        int server = client >= 0 ? Connect(target_port_) : -1;
+        int server = client >= 0 ? ConnectLoopback(target_port_) : -1;
         if (server >= 0) {
           int one = 1;
           ::setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -537,7 +520,7 @@ TEST_CASE("oversized gRPC messages and metadata get a clean error and the daemon
     std::vector<std::string> outcomes;
     for (int i = 0; i < 20; ++i) {
       Sockets s;
-      int fd = Connect(PortOf(d.grpc_address()));
+      int fd = ConnectLoopback(PortOf(d.grpc_address()));
       REQUIRE(fd >= 0);
       s.fds.push_back(fd);
       std::string hello = kH2Preface + H2Frame(kH2Settings, 0, 0, "");
@@ -604,7 +587,7 @@ TEST_CASE("thousands of idle connections on both ports leave the daemon responsi
   // then idle with no call, as an abandoned channel would.
   const std::string hello = kH2Preface + H2Frame(kH2Settings, 0, 0, "");
   for (size_t i = 0; i < per_port; ++i) {
-    int g = Connect(grpc_port);
+    int g = ConnectLoopback(grpc_port);
     REQUIRE(g >= 0);
     if (i % 2 == 0) {
       grpc_silent.fds.push_back(g);
@@ -612,7 +595,7 @@ TEST_CASE("thousands of idle connections on both ports leave the daemon responsi
       grpc_h2.fds.push_back(g);
       REQUIRE(SendAll(g, hello));
     }
-    int h = Connect(http_port);
+    int h = ConnectLoopback(http_port);
     REQUIRE(h >= 0);
     http_idle.fds.push_back(h);
   }
@@ -695,7 +678,7 @@ TEST_CASE(
   std::vector<double> closed_after;
   const auto t0 = SteadyClock::now();
   for (int i = 0; i < kConns; ++i) {
-    int fd = Connect(port);
+    int fd = ConnectLoopback(port);
     REQUIRE(fd >= 0);
     s.fds.push_back(fd);
     const std::string start =
@@ -734,8 +717,8 @@ TEST_CASE(
   {
     Sockets big;
     const auto t1 = SteadyClock::now();
-    int a = Connect(port);
-    int b = Connect(port);
+    int a = ConnectLoopback(port);
+    int b = ConnectLoopback(port);
     REQUIRE(a >= 0);
     REQUIRE(b >= 0);
     big.fds = {a, b};
@@ -904,7 +887,7 @@ TEST_CASE("garbage on the gRPC port is dropped and the daemon carries on", "[e2e
   Sockets stalled;
   const auto t_stall = SteadyClock::now();
   for (int i = 0; i < 20; ++i) {
-    int fd = Connect(port);
+    int fd = ConnectLoopback(port);
     REQUIRE(fd >= 0);
     stalled.fds.push_back(fd);
     REQUIRE(SendAll(fd, kH2Preface.substr(0, 10)));
@@ -933,7 +916,7 @@ TEST_CASE("garbage on the gRPC port is dropped and the daemon carries on", "[e2e
     for (const auto& [what, bytes] : kinds) {
       INFO(what << " (round " << round << ")");
       Sockets s;
-      int fd = Connect(port);
+      int fd = ConnectLoopback(port);
       REQUIRE(fd >= 0);
       s.fds.push_back(fd);
       SendAll(fd, bytes);  // the server may hang up before it all went

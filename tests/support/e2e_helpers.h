@@ -64,6 +64,9 @@ struct HttpReply {
   std::string headers, body;
 };
 
+// A blocking TCP connection to 127.0.0.1:`port` with 5 s send/receive timeouts; -1 on failure.
+int ConnectLoopback(int port);
+
 // One HTTP/1.1 GET to 127.0.0.1:`port` over a plain POSIX socket, Connection: close, read to EOF.
 HttpReply HttpGet(int port, const std::string& path);
 
