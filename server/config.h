@@ -37,6 +37,15 @@ struct Config {
   // mask-fields); queues without their own use server::DefaultMaskFields().
   std::map<std::string, std::vector<std::string>> queue_masks;
 
+  // Governance. Without an auth file every caller is "anonymous" with every permission, so
+  // ledgerqd then listens on loopback only unless insecure_allow_remote is set.
+  std::string auth_file;
+  std::string tls_cert;       // PEM; with tls_key, gRPC and HTTP are served over TLS
+  std::string tls_key;
+  std::string tls_client_ca;  // PEM; client certificates are required, their subject names
+                              // the principal (mTLS)
+  bool insecure_allow_remote = false;
+
   const scheduler::RetryPolicy& PolicyOf(const std::string& queue) const {
     auto it = queues.find(queue);
     return it == queues.end() ? retry : it->second;

@@ -47,6 +47,20 @@ enum class SyncMode {
 
 const char* SyncModeName(SyncMode mode);
 
+// How long a finished job keeps what it carries. Zero keeps forever.
+struct RetentionPolicy {
+  // Payload and result of a SUCCEEDED, DEAD or CANCELLED job are purged this long after it
+  // finished; a PURGED event keeps their digests, so the chain still verifies.
+  std::chrono::microseconds payloads{0};
+  // SUCCEEDED and CANCELLED job records are removed this long after they finished (a
+  // RECORD_REMOVED event says so; the job's events stay until the log is archived).
+  std::chrono::microseconds records{0};
+  // DEAD job records are removed this long after they were dead-lettered.
+  std::chrono::microseconds dead{0};
+
+  bool operator==(const RetentionPolicy&) const = default;
+};
+
 struct StoreOptions {
   std::string data_dir;
   SyncMode sync = SyncMode::kAlways;
