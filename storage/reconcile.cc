@@ -1,0 +1,143 @@
+#include "storage/reconcile.h"
+
+#include <algorithm>
+#include <unordered_map>
+
+namespace ledgerq::storage {
+namespace {
+
+struct LogJob {
+  std::string queue;
+  State state = v1::STATE_UNSPECIFIED;
+  uint64_t last_seq = 0;     // the event that gave `state`
+  uint64_t removed_seq = 0;  // a RECORD_REMOVED event, if any
+};
+
+void Differ(RecountReport* r, std::string line) {
+  if (r->differences.size() < kMaxListedDifferences) {
+    r->differences.push_back(std::move(line));
+  } else {
+    ++r->omitted_differences;
+  }
+}
+
+std::string Job(uint64_t id) { return "job " + std::to_string(id); }
+
+}  // namespace
+
+std::string StateShortName(State s) {
+  std::string name = v1::State_Name(s);
+  return name.rfind("STATE_", 0) == 0 ? name.substr(6) : name;
+}
+
+Result<RecountReport> Recount(const ReadView& view) {
+  RecountReport r;
+  r.head_seq = view.head_seq();
+  std::unordered_map<uint64_t, LogJob> log;
+  LEDGERQ_RETURN_IF_ERROR(view.ScanRawEvents(0, [&](const RawEvent& raw) {
+    if (r.first_seq == 0) r.first_seq = raw.seq;
+    ++r.events_checked;
+    const EventBody& ev = raw.event;
+    if (ev.job_id() == 0) return true;  // queue and policy events
+    LogJob& job = log[ev.job_id()];
+    if (job.queue.empty()) job.queue = ev.queue();
+    if (ev.type() == v1::EVENT_RECORD_REMOVED) {
+      job.removed_seq = raw.seq;
+    } else if (ev.to_state() != v1::STATE_UNSPECIFIED) {
+      job.state = ev.to_state();
+      job.last_seq = raw.seq;
+    }
+    return true;
+  }));
+
+  LEDGERQ_RETURN_IF_ERROR(view.ScanJobs([&](const JobRecord& rec) {
+    ++r.jobs_checked;
+    r.counts[{rec.queue(), rec.state()}].live++;
+    auto it = log.find(rec.id());
+    if (it == log.end()) {
+      const uint64_t last = rec.event_seqs_size() > 0
+                                ? static_cast<uint64_t>(*std::max_element(rec.event_seqs().begin(),
+                                                                          rec.event_seqs().end()))
+                                : rec.last_event_seq();
+      if (r.first_seq != 0 && last < r.first_seq) {
+        // Its whole history was archived: the retained log cannot speak for it.
+        ++r.archived_only;
+        r.counts[{rec.queue(), rec.state()}].from_log++;
+      } else {
+        Differ(&r, Job(rec.id()) + " (queue " + rec.queue() + ") is " +
+                       StateShortName(rec.state()) + " but has no event in the log");
+      }
+      return true;
+    }
+    LogJob& lj = it->second;
+    if (lj.removed_seq != 0) {
+      Differ(&r, Job(rec.id()) + " still has a record (" + StateShortName(rec.state()) +
+                     ") though event " + std::to_string(lj.removed_seq) + " removed it");
+    } else if (lj.state == v1::STATE_UNSPECIFIED) {
+      Differ(&r, Job(rec.id()) + " is " + StateShortName(rec.state()) +
+                     " but none of its retained events states one");
+    } else {
+      r.counts[{lj.queue, lj.state}].from_log++;
+      if (lj.queue != rec.queue()) {
+        Differ(&r, Job(rec.id()) + ": the log puts it in queue " + lj.queue +
+                       ", its record in queue " + rec.queue());
+      } else if (lj.state != rec.state()) {
+        Differ(&r, Job(rec.id()) + " (queue " + rec.queue() + "): the log says " +
+                       StateShortName(lj.state) + " (event " + std::to_string(lj.last_seq) +
+                       "), its record says " + StateShortName(rec.state()));
+      }
+    }
+    log.erase(it);
+    return true;
+  }));
+
+  // What is left in `log` has no live record.
+  std::vector<uint64_t> missing;
+  for (const auto& [id, lj] : log) {
+    if (lj.removed_seq != 0) {
+      ++r.removed;
+    } else if (lj.state != v1::STATE_UNSPECIFIED) {
+      r.counts[{lj.queue, lj.state}].from_log++;
+      missing.push_back(id);
+    }
+  }
+  std::sort(missing.begin(), missing.end());
+  for (uint64_t id : missing) {
+    const LogJob& lj = log[id];
+    Differ(&r, Job(id) + " (queue " + lj.queue + ") is " + StateShortName(lj.state) +
+                   " in the log (event " + std::to_string(lj.last_seq) +
+                   ") but has no record, and no RECORD_REMOVED event");
+  }
+
+  r.notes.push_back("log and job records read from one snapshot at event " +
+                    std::to_string(r.head_seq));
+  if (r.first_seq > 1) {
+    r.notes.push_back("events before " + std::to_string(r.first_seq) +
+                      " are archived; jobs are recounted from their retained events");
+  }
+  if (r.archived_only > 0) {
+    r.notes.push_back(std::to_string(r.archived_only) +
+                      " jobs have every event archived; the log column counts them by their "
+                      "record (verify the archives for them)");
+  }
+  if (r.removed > 0) {
+    r.notes.push_back(std::to_string(r.removed) +
+                      " jobs were removed by retention (RECORD_REMOVED); counted in no state");
+  }
+  r.notes.push_back("PURGED events keep a job's state (only payload and result go)");
+  return r;
+}
+
+void CompareWithGauge(const std::map<std::pair<std::string, State>, uint64_t>& gauge,
+                      RecountReport* report) {
+  for (const auto& [key, n] : gauge) report->counts[key].gauge = n;
+  for (const auto& [key, t] : report->counts) {
+    if (t.gauge != t.live) {
+      Differ(report, "queue " + key.first + " " + StateShortName(key.second) + ": " +
+                         std::to_string(t.live) + " job records, the ledgerq_jobs gauge says " +
+                         std::to_string(t.gauge));
+    }
+  }
+}
+
+}  // namespace ledgerq::storage
