@@ -92,7 +92,30 @@ Metrics::Metrics(const std::string& version)
       group_commit_size_(
           Make(BuildHistogram(), "ledgerq_group_commit_transitions",
                "Transitions (requests) sharing one group write", *registry_)
-              .Add({}, Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024})) {
+              .Add({}, Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024})),
+      purged_payloads_(Make(BuildCounter(), "ledgerq_retention_purged_payloads_total",
+                            "Finished jobs whose payload and result retention purged", *registry_)
+                           .Add({})),
+      removed_records_(Make(BuildCounter(), "ledgerq_retention_removed_records_total",
+                            "Finished job records retention removed", *registry_)
+                           .Add({})),
+      expired_keys_(Make(BuildCounter(), "ledgerq_retention_expired_keys_total",
+                         "Idempotency keys deleted after their dedup window", *registry_)
+                        .Add({})),
+      retention_sweep_seconds_(
+          Make(BuildHistogram(), "ledgerq_retention_sweep_duration_seconds",
+               "Duration of one retention sweep (all its batches)", *registry_)
+              .Add({}, Histogram::BucketBoundaries{0.001, 0.01, 0.1, 0.5, 1, 5, 15, 60, 300})),
+      archived_events_(Make(BuildCounter(), "ledgerq_log_archived_events_total",
+                            "Log events exported to an archive file and removed from the log",
+                            *registry_)
+                           .Add({})),
+      archives_(Make(BuildCounter(), "ledgerq_log_archives_total",
+                     "Archive files written and truncated from the log", *registry_)
+                    .Add({})),
+      archive_failures_(Make(BuildCounter(), "ledgerq_log_archive_failures_total",
+                             "Automatic archiving runs that failed (see the log)", *registry_)
+                            .Add({})) {
   Make(BuildGauge(), "ledgerq_build_info", "Build information; the value is always 1", *registry_)
       .Add({{"version", version}})
       .Set(1);
@@ -218,6 +241,21 @@ void Metrics::GrpcRequest(const std::string& method, const char* code) {
 void Metrics::GroupWritten(size_t ops) { group_commit_size_.Observe(static_cast<double>(ops)); }
 
 void Metrics::WalSynced(double seconds) { wal_sync_seconds_.Observe(seconds); }
+
+void Metrics::RetentionSwept(uint64_t purged_payloads, uint64_t removed_records,
+                             uint64_t expired_keys, double seconds) {
+  purged_payloads_.Increment(static_cast<double>(purged_payloads));
+  removed_records_.Increment(static_cast<double>(removed_records));
+  expired_keys_.Increment(static_cast<double>(expired_keys));
+  retention_sweep_seconds_.Observe(seconds);
+}
+
+void Metrics::LogArchived(uint64_t events) {
+  archived_events_.Increment(static_cast<double>(events));
+  archives_.Increment();
+}
+
+void Metrics::ArchiveFailed() { archive_failures_.Increment(); }
 
 void Metrics::SetQueues(const std::vector<QueueGauges>& queues) {
   for (const auto& q : queues) {

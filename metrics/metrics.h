@@ -14,6 +14,7 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -55,6 +56,12 @@ class Metrics {
   void GrpcRequest(const std::string& method, const char* code);
   void GroupWritten(size_t ops);
   void WalSynced(double seconds);
+  // Retention and archiving, from the daemon's housekeeping thread: one call per sweep (its
+  // counts and duration) and one per archive written and truncated (its events).
+  void RetentionSwept(uint64_t purged_payloads, uint64_t removed_records, uint64_t expired_keys,
+                      double seconds);
+  void LogArchived(uint64_t events);
+  void ArchiveFailed();
 
   // Point-in-time state, refreshed by the daemon about once a second.
   void SetQueues(const std::vector<QueueGauges>& queues);
@@ -95,6 +102,13 @@ class Metrics {
   prometheus::Gauge& writes_refused_;
   prometheus::Histogram& wal_sync_seconds_;
   prometheus::Histogram& group_commit_size_;
+  prometheus::Counter& purged_payloads_;
+  prometheus::Counter& removed_records_;
+  prometheus::Counter& expired_keys_;
+  prometheus::Histogram& retention_sweep_seconds_;
+  prometheus::Counter& archived_events_;
+  prometheus::Counter& archives_;
+  prometheus::Counter& archive_failures_;
 
   // The series of one (queue, type), resolved once: a lifecycle event then costs one lookup
   // and a few atomic adds instead of building label maps.
