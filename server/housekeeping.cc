@@ -104,12 +104,15 @@ Result<uint64_t> Housekeeper::ArchiveDue() {
   const int64_t cutoff = clock_->WallMicros() - opts_.archive_after.count();
   const uint64_t from = store_->GetCheckpoint().seq + 1;
   uint64_t to = 0;
+  bool only_archive_marks = true;
   LEDGERQ_RETURN_IF_ERROR(store_->ScanEvents(from, [&](const storage::EventBody& ev) {
     if (ev.time_us() > cutoff || ev.seq() - from >= opts_.max_archive_events) return false;
     to = ev.seq();
+    only_archive_marks &= ev.type() == storage::v1::EVENT_LOG_ARCHIVED;
     return true;
   }));
-  if (to < from) return uint64_t{0};
+  // Nothing but the previous round's LOG_ARCHIVED event: an idle daemon writes no files.
+  if (to < from || only_archive_marks) return uint64_t{0};
   auto cp = ArchiveRange(*store_, opts_.archive_dir, to, kArchivePrincipal);
   if (!cp.ok()) return cp.status();
   const uint64_t events = to - from + 1;
