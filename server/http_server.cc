@@ -1,10 +1,17 @@
 #include "server/http_server.h"
 
+#include <openssl/bio.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
+#include <boost/beast/ssl.hpp>
 #include <boost/beast/version.hpp>
 #include <chrono>
+#include <fstream>
 #include <list>
 #include <mutex>
 #include <vector>
@@ -54,7 +61,14 @@ void Fail(beast::error_code ec, const char* what) {
   (void)what;
 }
 
-class Session;
+// A connection, plain or TLS; the table closes it through this.
+class SessionBase : public std::enable_shared_from_this<SessionBase> {
+ public:
+  virtual ~SessionBase() = default;
+  // Closes the connection (on the session's strand); its pending read fails and it ends.
+  virtual void Close() = 0;
+};
+using Session = SessionBase;
 
 // How a session stands in the SessionTable; every field is guarded by the table's mutex.
 struct Slot {
@@ -117,32 +131,78 @@ class SessionTable {
   std::list<Slot*> waiting_;
 };
 
-class Session : public std::enable_shared_from_this<Session> {
+// The client certificate's CN and RFC 2253 subject (as gRPC reports them), if one was sent.
+HttpPeer PeerOf(SSL* ssl) {
+  HttpPeer peer;
+  X509* cert = SSL_get_peer_certificate(ssl);
+  if (cert == nullptr) return peer;
+  X509_NAME* name = X509_get_subject_name(cert);
+  char cn[256];
+  int n = X509_NAME_get_text_by_NID(name, NID_commonName, cn, sizeof cn);
+  if (n > 0) peer.cert_cn.assign(cn, static_cast<size_t>(n));
+  if (BIO* bio = BIO_new(BIO_s_mem())) {
+    if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253) >= 0) {
+      char* data = nullptr;
+      long len = BIO_get_mem_data(bio, &data);
+      if (len > 0) peer.cert_subject.assign(data, static_cast<size_t>(len));
+    }
+    BIO_free(bio);
+  }
+  X509_free(cert);
+  return peer;
+}
+
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
+template <class Stream>
+class BasicSession final : public SessionBase {
+  static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
+
  public:
-  Session(tcp::socket&& socket, std::shared_ptr<const HttpRoutes> routes,
-          std::shared_ptr<SessionTable> table)
-      : stream_(std::move(socket)), routes_(std::move(routes)), table_(std::move(table)) {}
-  ~Session() { table_->Closed(slot_); }
+  template <class... StreamArgs>
+  BasicSession(tcp::socket&& socket, std::shared_ptr<const HttpRoutes> routes,
+               std::shared_ptr<SessionTable> table, StreamArgs&&... args)
+      : stream_(std::move(socket), std::forward<StreamArgs>(args)...),
+        routes_(std::move(routes)),
+        table_(std::move(table)) {}
+  ~BasicSession() override { table_->Closed(slot_); }
 
   void Run() {
-    asio::dispatch(stream_.get_executor(),
-                   beast::bind_front_handler(&Session::DoRead, shared_from_this()));
+    asio::dispatch(stream_.get_executor(), [self = Self()] {
+      if constexpr (kTls) {
+        // The handshake counts against the first request's time limit.
+        self->table_->StartWaiting(self->slot_, self->weak_from_this());
+        beast::get_lowest_layer(self->stream_).expires_after(kRequestTimeout);
+        self->stream_.async_handshake(asio::ssl::stream_base::server, [self](beast::error_code ec) {
+          self->table_->StopWaiting(self->slot_);
+          if (ec) return Fail(ec, "handshake");
+          self->peer_ = PeerOf(self->stream_.native_handle());
+          self->DoRead();
+        });
+      } else {
+        self->DoRead();
+      }
+    });
   }
 
-  // Closes the connection (on the session's strand); its pending read fails and it ends.
-  void Close() {
-    asio::post(stream_.get_executor(), [self = shared_from_this()] { self->stream_.close(); });
+  void Close() override {
+    asio::post(stream_.get_executor(),
+               [self = Self()] { beast::get_lowest_layer(self->stream_).close(); });
   }
 
  private:
+  std::shared_ptr<BasicSession> Self() {
+    return std::static_pointer_cast<BasicSession>(shared_from_this());
+  }
+
   void DoRead() {
     parser_.emplace();
     parser_->header_limit(kHeaderLimit);
     parser_->body_limit(kBodyLimit);
-    stream_.expires_after(kRequestTimeout);
+    beast::get_lowest_layer(stream_).expires_after(kRequestTimeout);
     table_->StartWaiting(slot_, weak_from_this());
     http::async_read(stream_, buffer_, *parser_,
-                     beast::bind_front_handler(&Session::OnRead, shared_from_this()));
+                     [self = Self()](beast::error_code ec, size_t n) { self->OnRead(ec, n); });
   }
 
   void OnRead(beast::error_code ec, size_t) {
@@ -150,62 +210,79 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec == http::error::end_of_stream) return DoClose();
     if (ec) return Fail(ec, "read");  // timeout, eviction, limits, garbage: the socket closes
     HttpRequest req = parser_->release();
-    auto res = std::make_shared<HttpResponse>(Route(req, *routes_));
+    auto res = std::make_shared<HttpResponse>(Route(req, *routes_, peer_));
     bool keep = res->keep_alive();
-    stream_.expires_after(kWriteTimeout);
-    http::async_write(stream_, *res,
-                      [self = shared_from_this(), res, keep](beast::error_code ec, size_t) {
-                        if (ec) return Fail(ec, "write");
-                        if (!keep) return self->DoClose();
-                        self->DoRead();
-                      });
+    beast::get_lowest_layer(stream_).expires_after(kWriteTimeout);
+    http::async_write(stream_, *res, [self = Self(), res, keep](beast::error_code ec, size_t) {
+      if (ec) return Fail(ec, "write");
+      if (!keep) return self->DoClose();
+      self->DoRead();
+    });
   }
 
   void DoClose() {
-    beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    if constexpr (kTls) {
+      beast::get_lowest_layer(stream_).expires_after(kWriteTimeout);
+      stream_.async_shutdown([self = Self()](beast::error_code) {});
+    } else {
+      beast::error_code ec;
+      stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    }
   }
 
-  beast::tcp_stream stream_;
+  Stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::shared_ptr<const HttpRoutes> routes_;
   std::shared_ptr<SessionTable> table_;
   Slot slot_;
+  HttpPeer peer_;
 };
 
 }  // namespace
 
 struct HttpServer::Listener : std::enable_shared_from_this<HttpServer::Listener> {
-  Listener(asio::io_context& ioc, std::shared_ptr<const HttpRoutes> routes)
+  Listener(asio::io_context& ioc, std::shared_ptr<const HttpRoutes> routes,
+           std::shared_ptr<asio::ssl::context> tls)
       : ioc(ioc),
         acceptor(asio::make_strand(ioc)),
         retry(acceptor.get_executor()),
         routes(std::move(routes)),
-        table(std::make_shared<SessionTable>()) {}
+        table(std::make_shared<SessionTable>()),
+        tls(std::move(tls)) {}
 
   void Accept() {
-    acceptor.async_accept(asio::make_strand(ioc), [self = shared_from_this()](beast::error_code ec,
-                                                                              tcp::socket socket) {
-      if (ec == asio::error::operation_aborted || !self->acceptor.is_open()) return;
-      if (ec) {
-        // Out of descriptors (or memory): the connection stays in the backlog; try again soon.
-        self->retry.expires_after(kAcceptRetry);
-        self->retry.async_wait([self](beast::error_code wait_ec) {
-          if (!wait_ec && self->acceptor.is_open()) self->Accept();
-        });
-        return;
-      }
-      std::vector<std::shared_ptr<Session>> evict;
-      if (self->table->Admit(&evict)) {
-        std::make_shared<Session>(std::move(socket), self->routes, self->table)->Run();
-      } else {
-        beast::error_code ignored;
-        socket.close(ignored);
-      }
-      for (auto& s : evict) s->Close();
-      self->Accept();
-    });
+    acceptor.async_accept(asio::make_strand(ioc),
+                          [self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
+                            if (ec == asio::error::operation_aborted || !self->acceptor.is_open())
+                              return;
+                            if (ec) {
+                              // Out of descriptors (or memory): the connection stays in the
+                              // backlog; try again soon.
+                              self->retry.expires_after(kAcceptRetry);
+                              self->retry.async_wait([self](beast::error_code wait_ec) {
+                                if (!wait_ec && self->acceptor.is_open()) self->Accept();
+                              });
+                              return;
+                            }
+                            std::vector<std::shared_ptr<Session>> evict;
+                            if (self->table->Admit(&evict)) {
+                              if (self->tls) {
+                                std::make_shared<BasicSession<TlsStream>>(
+                                    std::move(socket), self->routes, self->table, *self->tls)
+                                    ->Run();
+                              } else {
+                                std::make_shared<BasicSession<beast::tcp_stream>>(
+                                    std::move(socket), self->routes, self->table)
+                                    ->Run();
+                              }
+                            } else {
+                              beast::error_code ignored;
+                              socket.close(ignored);
+                            }
+                            for (auto& s : evict) s->Close();
+                            self->Accept();
+                          });
   }
 
   asio::io_context& ioc;
@@ -213,9 +290,10 @@ struct HttpServer::Listener : std::enable_shared_from_this<HttpServer::Listener>
   asio::steady_timer retry;
   std::shared_ptr<const HttpRoutes> routes;
   std::shared_ptr<SessionTable> table;
+  std::shared_ptr<asio::ssl::context> tls;  // null: plain HTTP
 };
 
-HttpResponse Route(const HttpRequest& req, const HttpRoutes& routes) {
+HttpResponse Route(const HttpRequest& req, const HttpRoutes& routes, const HttpPeer& peer) {
   if (req.method() != http::verb::get && req.method() != http::verb::head) {
     auto res = Text(req, http::status::method_not_allowed, "only GET and HEAD are served\n");
     res.set(http::field::allow, "GET, HEAD");
@@ -224,7 +302,17 @@ HttpResponse Route(const HttpRequest& req, const HttpRoutes& routes) {
   std::string_view target(req.target().data(), req.target().size());
   std::string_view path = target.substr(0, target.find('?'));
   HttpResponse res;
-  if (path == "/metrics") {
+  std::string_view authorization;
+  if (auto it = req.find(http::field::authorization); it != req.end()) {
+    authorization = std::string_view(it->value().data(), it->value().size());
+  }
+  if (path == "/metrics" && routes.authorize_metrics &&
+      !routes.authorize_metrics(authorization, peer.cert_cn, peer.cert_subject)) {
+    res = Text(req, http::status::unauthorized,
+               "unauthorized: /metrics needs \"Authorization: Bearer <token>\" or a client "
+               "certificate of a principal in the auth file\n");
+    res.set(http::field::www_authenticate, "Bearer realm=\"ledgerq\"");
+  } else if (path == "/metrics") {
     res = Text(req, http::status::ok, routes.metrics ? routes.metrics() : std::string(),
                "text/plain; version=0.0.4; charset=utf-8");
   } else if (path == "/healthz") {
@@ -276,8 +364,37 @@ HttpServer::HttpServer(asio::io_context& ioc, HttpRoutes routes)
 
 HttpServer::~HttpServer() { Stop(); }
 
+Status HttpServer::UseTls(const TlsFiles& files) {
+  auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_server);
+  ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                   asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                   asio::ssl::context::no_tlsv1_1 | asio::ssl::context::single_dh_use);
+  beast::error_code ec;
+  ctx->use_certificate_chain_file(files.cert, ec);
+  if (ec)
+    return Status::InvalidArgument("--tls-cert: cannot use " + files.cert + ": " + ec.message());
+  ctx->use_private_key_file(files.key, asio::ssl::context::pem, ec);
+  if (ec)
+    return Status::InvalidArgument("--tls-key: cannot use " + files.key + ": " + ec.message());
+  if (SSL_CTX_check_private_key(ctx->native_handle()) != 1) {
+    return Status::InvalidArgument("--tls-key: " + files.key + " is not the key of --tls-cert " +
+                                   files.cert);
+  }
+  if (!files.client_ca.empty()) {
+    ctx->load_verify_file(files.client_ca, ec);
+    if (ec) {
+      return Status::InvalidArgument("--tls-client-ca: cannot use " + files.client_ca + ": " +
+                                     ec.message());
+    }
+    ctx->set_verify_mode(asio::ssl::verify_peer | asio::ssl::verify_fail_if_no_peer_cert);
+  }
+  tls_ = ctx;
+  return Status::Ok();
+}
+
 Status HttpServer::Listen(const tcp::endpoint& ep) {
-  listener_ = std::make_shared<Listener>(ioc_, routes_);
+  listener_ =
+      std::make_shared<Listener>(ioc_, routes_, std::static_pointer_cast<asio::ssl::context>(tls_));
   beast::error_code ec;
   auto& a = listener_->acceptor;
   auto where = [&] { return ep.address().to_string() + ":" + std::to_string(ep.port()); };
