@@ -86,6 +86,7 @@ int RunWork(const Globals& g, const WorkArgs& a) {
 
   client::WorkerOptions o;
   o.server = g.server;
+  if (Status st = client::LoadSecurity(g.security, &o.security); !st.ok()) return Fail(st);
   o.queues = a.queues;
   o.concurrency = a.concurrency;
   o.lease = std::chrono::duration_cast<std::chrono::milliseconds>(*lease);

@@ -1,5 +1,9 @@
 #include "client/client.h"
 
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
 namespace ledgerq::client {
 
 Status FromGrpc(const grpc::Status& st, const std::string& server) {
@@ -19,6 +23,10 @@ Status FromGrpc(const grpc::Status& st, const std::string& server) {
       return Status::ResourceExhausted(st.error_message());
     case StatusCode::DATA_LOSS:
       return Status::Corruption(st.error_message());
+    case StatusCode::PERMISSION_DENIED:
+      return Status::PermissionDenied(st.error_message());
+    case StatusCode::UNAUTHENTICATED:
+      return Status::Unauthenticated(st.error_message());
     case StatusCode::UNAVAILABLE:
       return Status::Unavailable("server " + server + " unavailable: " + st.error_message());
     case StatusCode::DEADLINE_EXCEEDED:
@@ -33,10 +41,79 @@ Client::Client(ClientOptions options) : options_(std::move(options)) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
   args.SetMaxSendMessageSize(64 << 20);
-  channel_ = grpc::CreateCustomChannel(options_.server, grpc::InsecureChannelCredentials(), args);
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  if (options_.tls) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = options_.tls_ca_pem;
+    ssl.pem_cert_chain = options_.tls_cert_pem;
+    ssl.pem_private_key = options_.tls_key_pem;
+    creds = grpc::SslCredentials(ssl);
+  }
+  channel_ = grpc::CreateCustomChannel(options_.server, creds, args);
   jobs_ = v1::JobService::NewStub(channel_);
   workers_ = v1::WorkerService::NewStub(channel_);
   admin_ = v1::AdminService::NewStub(channel_);
+}
+
+void Client::Authorize(grpc::ClientContext* ctx) const {
+  if (!options_.token.empty()) ctx->AddMetadata("authorization", "Bearer " + options_.token);
+}
+
+namespace {
+
+Result<std::string> ReadPem(const std::string& path, const std::string& what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::InvalidArgument(what + ": cannot read " + path);
+  std::stringstream buf;
+  buf << in.rdbuf();
+  if (buf.str().find("-----BEGIN ") == std::string::npos) {
+    return Status::InvalidArgument(what + ": " + path + " holds no PEM block");
+  }
+  return buf.str();
+}
+
+// The flag's value, else the environment variable's; `what` names where it came from.
+std::string FlagOrEnv(const std::string& flag_value, const char* flag, const char* env,
+                      std::string* what) {
+  *what = flag;
+  if (!flag_value.empty()) return flag_value;
+  const char* v = std::getenv(env);
+  *what = env;
+  return v ? v : "";
+}
+
+}  // namespace
+
+Status LoadSecurity(const SecurityArgs& a, ClientOptions* o) {
+  std::string what;
+  o->token = FlagOrEnv(a.token, "--token", "LEDGERQ_TOKEN", &what);
+  if (o->token.find_first_of(" \r\n\t") != std::string::npos) {
+    return Status::InvalidArgument(what + ": a token has no spaces or line breaks");
+  }
+  const std::string ca = FlagOrEnv(a.tls_ca, "--tls-ca", "LEDGERQ_TLS_CA", &what);
+  if (!ca.empty()) {
+    auto pem = ReadPem(ca, what);
+    if (!pem.ok()) return pem.status();
+    o->tls_ca_pem = *pem;
+    o->tls = true;
+  }
+  std::string cert_what, key_what;
+  const std::string cert = FlagOrEnv(a.tls_cert, "--tls-cert", "LEDGERQ_TLS_CERT", &cert_what);
+  const std::string key = FlagOrEnv(a.tls_key, "--tls-key", "LEDGERQ_TLS_KEY", &key_what);
+  if (cert.empty() != key.empty()) {
+    return Status::InvalidArgument(cert.empty() ? "--tls-cert: required with --tls-key"
+                                                : "--tls-key: required with --tls-cert");
+  }
+  if (!cert.empty()) {
+    auto c = ReadPem(cert, cert_what);
+    if (!c.ok()) return c.status();
+    auto k = ReadPem(key, key_what);
+    if (!k.ok()) return k.status();
+    o->tls_cert_pem = *c;
+    o->tls_key_pem = *k;
+    o->tls = true;
+  }
+  return Status::Ok();
 }
 
 template <typename Stub, typename Resp, typename Req>
@@ -45,6 +122,7 @@ Result<Resp> Client::Call(Stub* stub,
                           const Req& req, std::chrono::milliseconds extra) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + options_.timeout + extra);
+  Authorize(&ctx);
   Resp resp;
   Status st = FromGrpc((stub->*method)(&ctx, req, &resp), options_.server);
   if (!st.ok()) return st;

@@ -17,7 +17,28 @@ namespace ledgerq::client {
 struct ClientOptions {
   std::string server = "127.0.0.1:7400";
   std::chrono::milliseconds timeout{10'000};
+  // Sent as "authorization: Bearer <token>" on every call when not empty.
+  std::string token;
+  // TLS: on when `tls` is set; the CA bundle to trust (empty: the system's roots) and, for
+  // mTLS, the client's certificate chain and key. PEM text, not file names (LoadSecurity).
+  bool tls = false;
+  std::string tls_ca_pem;
+  std::string tls_cert_pem;
+  std::string tls_key_pem;
 };
+
+// Where a client's credentials come from: files and a token given by flags, else the
+// environment (LEDGERQ_TOKEN, LEDGERQ_TLS_CA, LEDGERQ_TLS_CERT, LEDGERQ_TLS_KEY).
+struct SecurityArgs {
+  std::string token;
+  std::string tls_ca;    // file; implies TLS
+  std::string tls_cert;  // file; with tls_key, a client certificate (mTLS); implies TLS
+  std::string tls_key;
+};
+
+// Fills o's token and TLS fields from `args` (falling back to the environment), reading the
+// PEM files. Errors name the flag (or variable) and the file.
+[[nodiscard]] Status LoadSecurity(const SecurityArgs& args, ClientOptions* o);
 
 class Client {
  public:
@@ -54,6 +75,9 @@ class Client {
   v1::WorkerService::Stub* workers() { return workers_.get(); }
   v1::AdminService::Stub* admin() { return admin_.get(); }
   const std::shared_ptr<grpc::Channel>& channel() { return channel_; }
+  // Adds this client's credentials (the bearer token) to a context of a call made directly on
+  // a stub; the channel carries the TLS part.
+  void Authorize(grpc::ClientContext* ctx) const;
   const ClientOptions& options() const { return options_; }
 
  private:

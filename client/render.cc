@@ -11,6 +11,9 @@
 namespace ledgerq::client {
 namespace {
 
+// Shown instead of a payload the server left out for the caller's role.
+constexpr char kOmitted[] = "(omitted: no payload access)";
+
 using google::protobuf::util::TimeUtil;
 
 std::string Time(const google::protobuf::Timestamp& ts) {
@@ -62,8 +65,12 @@ nlohmann::json JobToJson(const v1::Job& job) {
   j["created_at"] = Time(job.created_at());
   j["updated_at"] = Time(job.updated_at());
   j["submitted_by"] = job.submitted_by();
+  if (job.policy_version()) j["policy_version"] = job.policy_version();
   j["payload_sha256"] = ToHex(job.payload_sha256());
-  if (!job.payload().empty()) {
+  if (job.payload_omitted()) {
+    j["payload"] = kOmitted;
+    j["payload_omitted"] = true;
+  } else if (!job.payload().empty()) {
     auto parsed = nlohmann::json::parse(job.payload(), nullptr, /*allow_exceptions=*/false);
     if (!parsed.is_discarded()) {
       j["payload"] = std::move(parsed);
@@ -126,12 +133,15 @@ std::string JobToText(const v1::Job& job) {
   row("created_at", Time(job.created_at()));
   row("updated_at", Time(job.updated_at()));
   row("submitted_by", job.submitted_by());
+  if (job.policy_version()) row("policy_version", std::to_string(job.policy_version()));
   row("idempotency_key", job.idempotency_key());
   if (job.parent_job_id()) row("parent_job_id", std::to_string(job.parent_job_id()));
   for (const auto& [k, v] : job.labels()) row("label", k + "=" + v);
   row("traceparent", job.traceparent());
   row("payload_sha256", ToHex(job.payload_sha256()));
-  if (!job.payload().empty()) {
+  if (job.payload_omitted()) {
+    row("payload", kOmitted);
+  } else if (!job.payload().empty()) {
     auto parsed = nlohmann::json::parse(job.payload(), nullptr, false);
     row("payload", parsed.is_discarded()
                        ? "(" + std::to_string(job.payload().size()) + " bytes, not JSON)"

@@ -67,7 +67,11 @@ Status JobContext::Checkpoint(std::string bytes) {
 }
 
 Worker::Worker(WorkerOptions options)
-    : options_(std::move(options)), client_(ClientOptions{options_.server}) {
+    : options_(std::move(options)), client_([this] {
+        ClientOptions o = options_.security;
+        o.server = options_.server;
+        return o;
+      }()) {
   if (options_.worker_id.empty()) options_.worker_id = DefaultWorkerId();
 }
 
@@ -110,6 +114,7 @@ void Worker::Loop() {
     *req.mutable_lease_duration() = Dur(options_.lease);
     *req.mutable_wait() = Dur(options_.poll_wait);
     grpc::ClientContext ctx;
+    client_.Authorize(&ctx);
     ctx.set_deadline(std::chrono::system_clock::now() + options_.poll_wait +
                      std::chrono::seconds(10));
     {

@@ -81,6 +81,8 @@ struct WorkerOptions {
   std::chrono::milliseconds poll_wait{20'000};
   // Called for every job with its outcome, after the server answered (for logs, tests).
   std::function<void(const v1::LeasedJob&, const Outcome&, const Status&)> on_done;
+  // Token and TLS (see LoadSecurity); its `server` is ignored in favour of the one above.
+  ClientOptions security;
 };
 
 class Worker {
