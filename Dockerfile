@@ -68,11 +68,14 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
 
 # Exec form: ledgerqd is PID 1 and receives SIGTERM itself; it stops accepting, drains in-flight
 # calls and closes the store. It spawns no children, so no init is needed to reap zombies.
-# Binding 0.0.0.0 exposes an unauthenticated API: publish the ports only on trusted networks
-# until authentication lands (a later issue). Other flags (--sync, --log-level, ...) may be
-# appended at `docker run`; a repeated flag takes its last value, so the three below can be
+# Binding 0.0.0.0 without an auth file exposes an unauthenticated API, which ledgerqd refuses
+# unless --insecure-allow-remote is given (it then logs a warning). Run it with an auth file
+# instead: mount one and append `--auth-file /etc/ledgerq/auth.toml` (README, "Security"); with
+# it, --insecure-allow-remote has no effect. Other flags (--sync, --tls-cert, ...) may be
+# appended at `docker run`; a repeated flag takes its last value, so the ones below can be
 # overridden the same way.
 ENTRYPOINT ["/usr/local/bin/ledgerqd", \
             "--data-dir", "/var/lib/ledgerq", \
             "--grpc-listen", "0.0.0.0:7400", \
-            "--http-listen", "0.0.0.0:7401"]
+            "--http-listen", "0.0.0.0:7401", \
+            "--insecure-allow-remote"]
