@@ -46,6 +46,7 @@ struct Options {
   int channels = 4;
   std::string queue = "bench";
   bool json = false;
+  std::string token;  // sent as "authorization: Bearer <token>" (ledgerqd --auth-file)
 };
 
 struct Slot {
@@ -163,6 +164,7 @@ class EnqueueBench {
     delete s.ctx;
     s.ctx = new grpc::ClientContext();
     s.ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    if (!o_.token.empty()) s.ctx->AddMetadata("authorization", "Bearer " + o_.token);
     auto* stub = stubs_[i % stubs_.size()].get();
     s.started = Clock::now();
     if (o_.batch == 0) {
@@ -560,6 +562,8 @@ int main(int argc, char** argv) {
   enqueue->add_option("--jobs", o.max_jobs, "Stop after this many jobs (0: run for --duration)");
   enqueue->add_option("--channels", o.channels, "gRPC connections")->check(CLI::Range(1, 64));
   enqueue->add_option("--queue", o.queue, "Queue to fill");
+  enqueue->add_option("--token", o.token, "API token (default: env LEDGERQ_TOKEN)")
+      ->envname("LEDGERQ_TOKEN");
   enqueue->add_flag("!--no-keys", o.keys, "Send no idempotency keys");
   enqueue->add_flag("--json", o.json, "One JSON line instead of text");
   CycleOptions c;
