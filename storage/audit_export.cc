@@ -16,7 +16,8 @@
 namespace ledgerq::storage {
 namespace {
 
-using nlohmann::json;
+// Ordered: seq and the hashes come first on every line, readable fields after.
+using json = nlohmann::ordered_json;
 
 std::string Trimmed(std::string name, std::string_view prefix) {
   return name.rfind(prefix, 0) == 0 ? name.substr(prefix.size()) : name;

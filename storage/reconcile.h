@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -43,20 +44,31 @@ struct RecountReport {
   uint64_t removed = 0;              // jobs the log says retention removed
   uint64_t archived_only = 0;        // live jobs with no retained event
   uint64_t omitted_differences = 0;  // beyond kMaxListedDifferences
+  // Per queue: SCHEDULED records whose run_at has passed. The dispatcher counts those as READY
+  // (the record changes only when one is leased), so the gauge comparison does too.
+  std::map<std::string, uint64_t> scheduled_due;
 
   bool ok() const { return differences.empty() && omitted_differences == 0; }
 };
 
 inline constexpr size_t kMaxListedDifferences = 1000;
 
-// Recounts from the view's log and compares with the view's job records.
-[[nodiscard]] Result<RecountReport> Recount(const ReadView& view);
+// Recounts from the view's log and compares with the view's job records. `now_us` (wall
+// clock) decides which SCHEDULED jobs are due.
+[[nodiscard]] Result<RecountReport> Recount(const ReadView& view, int64_t now_us);
 
-// Adds the dispatcher's counts (what the ledgerq_jobs{queue,state} gauge shows) and lists every
-// (queue, state) where they differ from the live records. `gauge` holds every queue the
-// dispatcher knows; a missing pair counts as zero.
-void CompareWithGauge(const std::map<std::pair<std::string, State>, uint64_t>& gauge,
-                      RecountReport* report);
+using StateKey = std::pair<std::string, State>;
+using GaugeCounts = std::map<StateKey, uint64_t>;
+
+// The (queue, state) pairs where the dispatcher's counts (what the ledgerq_jobs{queue,state}
+// gauge shows) differ from the live records, due SCHEDULED jobs counted as READY. `gauge` holds
+// every queue the dispatcher knows; a missing pair counts as zero.
+std::set<StateKey> GaugeMismatches(const GaugeCounts& gauge, const RecountReport& report);
+
+// Adds the gauge column to the counts, and a difference line for every mismatching pair that is
+// also in `listed` (all of them when null).
+void CompareWithGauge(const GaugeCounts& gauge, RecountReport* report,
+                      const std::set<StateKey>* listed = nullptr);
 
 // "READY" for STATE_READY.
 std::string StateShortName(State s);

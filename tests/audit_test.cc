@@ -356,7 +356,7 @@ TEST_CASE("reconcile agrees on a clean store, also while it is written", "[audit
   auto view = store->View();
   Enqueue(*store, 3);  // after the view: must not count, nor differ
   REQUIRE(CancelSync(*store, 4).ok());
-  auto r = Recount(*view);
+  auto r = Recount(*view, 0);
   REQUIRE(r.ok());
   INFO((r->differences.empty() ? "" : r->differences[0]));
   CHECK(r->ok());
@@ -390,7 +390,7 @@ TEST_CASE("reconcile reports a live record that disagrees with the log", "[audit
   }
   REQUIRE(ledgerq::storage::testing::SetJobState(dir.path(), 3, v1::STATE_SUCCEEDED).ok());
   auto store = OpenStore(dir.path());
-  auto r = Recount(*store->View());
+  auto r = Recount(*store->View(), 0);
   REQUIRE(r.ok());
   CHECK_FALSE(r->ok());
   REQUIRE(r->differences.size() == 1);
