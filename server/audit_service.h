@@ -45,7 +45,8 @@ class AuditServiceImpl final : public v1::AuditService::CallbackService {
 
   // The reconciliation itself (tests call it without gRPC). The dispatcher's counts trail
   // durable writes by a moment, so they are read together with a snapshot, on the dispatcher's
-  // strand, and a gauge difference is reported only when it persists over `rounds` reads.
+  // strand, and a gauge difference is reported only when it is the same in `rounds` reads
+  // (in-flight transitions move the counts by varying amounts; a drift stays put).
   [[nodiscard]] Result<storage::RecountReport> RunReconcile(int rounds = 5);
 
  private:

@@ -144,26 +144,27 @@ uint64_t EffectiveLive(const RecountReport& r, const StateKey& key, uint64_t liv
 
 }  // namespace
 
-std::set<StateKey> GaugeMismatches(const GaugeCounts& gauge, const RecountReport& report) {
+std::map<StateKey, int64_t> GaugeMismatches(const GaugeCounts& gauge, const RecountReport& report) {
   std::set<StateKey> keys;
   for (const auto& [key, t] : report.counts) keys.insert(key);
   for (const auto& [key, n] : gauge) keys.insert(key);
   for (const auto& [queue, n] : report.scheduled_due) keys.insert({queue, v1::STATE_READY});
-  std::set<StateKey> out;
+  std::map<StateKey, int64_t> out;
   for (const auto& key : keys) {
     auto c = report.counts.find(key);
     auto g = gauge.find(key);
     uint64_t live = EffectiveLive(report, key, c == report.counts.end() ? 0 : c->second.live);
-    if (live != (g == gauge.end() ? 0 : g->second)) out.insert(key);
+    uint64_t shown = g == gauge.end() ? 0 : g->second;
+    if (live != shown) out[key] = static_cast<int64_t>(live) - static_cast<int64_t>(shown);
   }
   return out;
 }
 
 void CompareWithGauge(const GaugeCounts& gauge, RecountReport* report,
                       const std::set<StateKey>* listed) {
-  std::set<StateKey> bad = GaugeMismatches(gauge, *report);
+  auto bad = GaugeMismatches(gauge, *report);
   for (const auto& [key, n] : gauge) report->counts[key].gauge = n;
-  for (const auto& key : bad) {
+  for (const auto& [key, delta] : bad) {
     if (listed && !listed->count(key)) continue;
     const StateTally& t = report->counts[key];
     const uint64_t live = EffectiveLive(*report, key, t.live);

@@ -61,9 +61,10 @@ using StateKey = std::pair<std::string, State>;
 using GaugeCounts = std::map<StateKey, uint64_t>;
 
 // The (queue, state) pairs where the dispatcher's counts (what the ledgerq_jobs{queue,state}
-// gauge shows) differ from the live records, due SCHEDULED jobs counted as READY. `gauge` holds
-// every queue the dispatcher knows; a missing pair counts as zero.
-std::set<StateKey> GaugeMismatches(const GaugeCounts& gauge, const RecountReport& report);
+// gauge shows) differ from the live records, due SCHEDULED jobs counted as READY, with the
+// difference (records minus gauge). `gauge` holds every queue the dispatcher knows; a missing
+// pair counts as zero.
+std::map<StateKey, int64_t> GaugeMismatches(const GaugeCounts& gauge, const RecountReport& report);
 
 // Adds the gauge column to the counts, and a difference line for every mismatching pair that is
 // also in `listed` (all of them when null).
