@@ -609,7 +609,7 @@ TEST_CASE("the full method x role matrix, credentials, queues and payload omissi
   }
 }
 
-TEST_CASE("SIGHUP reloads the auth file; an invalid one keeps the old", "[e2e][auth]") {
+TEST_CASE("SIGHUP reloads the auth file, an invalid one keeps the old", "[e2e][auth]") {
   TempDir dir;
   const std::string file = dir.Sub("auth.toml");
   const std::string old_token = AuthAdd(file, "app", "producer", "");
@@ -712,7 +712,7 @@ void MakeCerts(const std::string& dir, const std::vector<std::string>& client_cn
 
 }  // namespace
 
-TEST_CASE("TLS serves gRPC and HTTP; mTLS maps certificate subjects to principals", "[e2e][auth]") {
+TEST_CASE("TLS serves gRPC and HTTP, mTLS maps certificate subjects to principals", "[e2e][auth]") {
   TempDir dir;
   MakeCerts(dir.path(), {"cert-ops", "stranger"});
   const std::string d = dir.path() + "/";

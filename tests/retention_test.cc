@@ -124,7 +124,7 @@ const std::string kTrace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331
 
 }  // namespace
 
-TEST_CASE("retention purges payloads and results of finished jobs; the chain still verifies",
+TEST_CASE("retention purges payloads and results of finished jobs, the chain still verifies",
           "[retention]") {
   TempDir dir;
   FakeClock clock;
@@ -175,7 +175,7 @@ TEST_CASE("retention purges payloads and results of finished jobs; the chain sti
   CHECK(report->ok);
 }
 
-TEST_CASE("retention removes records and their index entries; their events stay", "[retention]") {
+TEST_CASE("retention removes records and their index entries, their events stay", "[retention]") {
   TempDir dir;
   FakeClock clock;
   Store s(dir.path(), &clock, {.payloads = 1h, .records = 24h, .dead = 48h}, 1h);

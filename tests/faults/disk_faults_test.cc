@@ -196,7 +196,7 @@ auto Timed(F&& f, std::chrono::milliseconds* took) {
   return r;
 }
 
-TEST_CASE("stuck disk: a write waits for its fsync; reads and health do not", "[faults]") {
+TEST_CASE("stuck disk: a write waits for its fsync, reads and health do not", "[faults]") {
   TempDir dir;
   std::filesystem::create_directories(dir.Sub("faults"));
   Daemon d;
