@@ -22,6 +22,10 @@ const char* CodeName(Code code) {
       return "CORRUPTION";
     case Code::kInternal:
       return "INTERNAL";
+    case Code::kPermissionDenied:
+      return "PERMISSION_DENIED";
+    case Code::kUnauthenticated:
+      return "UNAUTHENTICATED";
   }
   return "UNKNOWN";
 }

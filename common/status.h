@@ -20,6 +20,8 @@ enum class Code {
   kUnavailable,
   kCorruption,
   kInternal,
+  kPermissionDenied,
+  kUnauthenticated,  // no or unknown credentials (a client sees the server's UNAUTHENTICATED)
 };
 
 const char* CodeName(Code code);
@@ -42,6 +44,10 @@ class [[nodiscard]] Status {
   static Status Unavailable(std::string m) { return {Code::kUnavailable, std::move(m)}; }
   static Status Corruption(std::string m) { return {Code::kCorruption, std::move(m)}; }
   static Status Internal(std::string m) { return {Code::kInternal, std::move(m)}; }
+  static Status PermissionDenied(std::string m) {
+    return {Code::kPermissionDenied, std::move(m)};
+  }
+  static Status Unauthenticated(std::string m) { return {Code::kUnauthenticated, std::move(m)}; }
 
   bool ok() const { return code_ == Code::kOk; }
   Code code() const { return code_; }

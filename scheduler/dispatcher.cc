@@ -73,9 +73,17 @@ Dispatcher::Queue& Dispatcher::QueueOf(const std::string& name) {
   return *slot;
 }
 
-const RetryPolicy& Dispatcher::PolicyOf(const Queue& q) const {
-  auto it = opts_.queue_policies.find(q.name);
-  return it == opts_.queue_policies.end() ? opts_.default_policy : it->second;
+JobPolicy Dispatcher::PolicyFor(const std::string& queue, const std::string& type) const {
+  if (opts_.policy_of) return opts_.policy_of(queue, type);
+  return JobPolicy{opts_.default_policy, opts_.min_lease, opts_.max_lease_total};
+}
+
+storage::TransitionFn Dispatcher::WithRetryPolicy(
+    std::function<storage::TransitionFn(RetryPolicy)> make) const {
+  return [this, make = std::move(make)](storage::JobRecord& job, storage::TransitionWriter& w,
+                                        int64_t now) {
+    return make(PolicyFor(job.queue(), job.type()).retry)(job, w, now);
+  };
 }
 
 std::function<double()> Dispatcher::Drawer() { return opts_.random; }
@@ -176,6 +184,7 @@ void Dispatcher::Index(const storage::JobRecord& job, bool recovering) {
       const Mono mono = opts_.clock->MonoNow();
       e.lease_duration = std::max<microseconds>(
           opts_.min_lease, microseconds(job.lease_deadline_us() - job.lease_granted_us()));
+      e.max_lease = PolicyFor(job.queue(), job.type()).max_lease;
       e.lease_started = mono - microseconds(job.lease_granted_us() - job.lease_started_us());
       e.deadline = mono + e.lease_duration;
       SetPhase(job.id(), e, Phase::kLeased);
@@ -242,8 +251,10 @@ void Dispatcher::ExpireDue() {
     SetPhase(id, e, Phase::kSettling);
     Token token{id, e.attempt};
     std::vector<storage::TransitionItem> items;
-    items.push_back({id, ExpireFn(token, PolicyOf(*e.queue), Drawer(),
-                                  opts_.payload_snapshot ? opts_.payload_snapshot(id) : "")});
+    items.push_back(
+        {id, WithRetryPolicy([token, random = Drawer(),
+                              snapshot = opts_.payload_snapshot ? opts_.payload_snapshot(id) : ""](
+                                 RetryPolicy p) { return ExpireFn(token, p, random, snapshot); })});
     store_->Transition(
         std::move(items), "ledgerqd", [this, token](std::vector<Result<storage::JobRecord>> rs) {
           OnStrand(
@@ -326,6 +337,25 @@ void Dispatcher::OnCreated(const storage::JobRecord& job) {
 
 void Dispatcher::OnCancelled(const storage::JobRecord& job) {
   OnStrand([this, job] { Index(job); });
+}
+
+void Dispatcher::OnRemoved(uint64_t id, const std::string& queue, storage::State last_state) {
+  OnStrand([this, id, queue, last_state] {
+    Queue& q = QueueOf(queue);
+    switch (last_state) {
+      case sv1::STATE_SUCCEEDED:
+        if (q.succeeded > 0) --q.succeeded;
+        break;
+      case sv1::STATE_CANCELLED:
+        if (q.cancelled > 0) --q.cancelled;
+        break;
+      case sv1::STATE_DEAD:
+        q.dead.erase(id);
+        break;
+      default:
+        break;
+    }
+  });
 }
 
 uint64_t Dispatcher::Lease(LeaseParams params, LeaseCallback cb) {
@@ -418,14 +448,21 @@ bool Dispatcher::TryLease(Waiter& w) {
     for (const auto& name : w.params.queues) QueueOf(name).waiters.remove(w.id);
   }
   const microseconds duration = w.params.lease_duration;
-  const int64_t deadline_us = opts_.clock->WallMicros() + duration.count();
   std::vector<storage::TransitionItem> items;
-  for (uint64_t id : picks) items.push_back({id, LeaseFn({w.params.worker_id, deadline_us})});
+  for (uint64_t id : picks) {
+    // Each job's lease is the asked duration within its type's bounds, from the group's time.
+    items.push_back({id, [this, worker = w.params.worker_id, duration](
+                             storage::JobRecord& job, storage::TransitionWriter& tw, int64_t now) {
+                       const JobPolicy p = PolicyFor(job.queue(), job.type());
+                       const microseconds d = std::clamp(duration, p.min_lease, p.max_lease);
+                       return LeaseFn({worker, now + d.count()})(job, tw, now);
+                     }});
+  }
   const uint64_t wid = w.id;
   std::shared_ptr<Delivery> d = w.delivery;
   store_->Transition(
       std::move(items), w.params.principal,
-      [this, wid, d, picks, duration, deadline_us](std::vector<Result<storage::JobRecord>> rs) {
+      [this, wid, d, picks](std::vector<Result<storage::JobRecord>> rs) {
         // On the storage finisher thread, once the leases are durable: fetch what the worker
         // needs and answer right here; the strand only updates its indexes.
         std::vector<LeasedJob> leased;
@@ -433,7 +470,7 @@ bool Dispatcher::TryLease(Waiter& w) {
           if (!r.ok()) continue;
           LeasedJob lj;
           lj.job = *r;
-          lj.deadline_us = deadline_us;
+          lj.deadline_us = r->lease_deadline_us();
           auto payload = store_->GetPayload(r->id());
           if (payload.ok()) lj.payload = std::move(payload).value();
           if (r->has_checkpoint()) {
@@ -450,9 +487,8 @@ bool Dispatcher::TryLease(Waiter& w) {
           d->delivered_leases = true;
           answer = leased;
         }
-        OnStrand([this, wid, d, picks, duration, rs = std::move(rs),
-                  leased = std::move(leased)]() mutable {
-          AfterLease(wid, d, picks, duration, rs, leased);
+        OnStrand([this, wid, d, picks, rs = std::move(rs), leased = std::move(leased)]() mutable {
+          AfterLease(wid, d, picks, rs, leased);
         });
         if (deliver) d->cb(std::move(answer));
       });
@@ -460,7 +496,7 @@ bool Dispatcher::TryLease(Waiter& w) {
 }
 
 void Dispatcher::AfterLease(uint64_t wid, const std::shared_ptr<Delivery>& d,
-                            const std::vector<uint64_t>& picks, microseconds duration,
+                            const std::vector<uint64_t>& picks,
                             const std::vector<Result<storage::JobRecord>>& rs,
                             const std::vector<LeasedJob>& leased) {
   const Mono now = opts_.clock->MonoNow();
@@ -475,8 +511,9 @@ void Dispatcher::AfterLease(uint64_t wid, const std::shared_ptr<Delivery>& d,
     if (rs[i].ok()) {
       e.attempt = rs[i]->attempts();
       e.lease_started = now;
-      e.lease_duration = duration;
-      e.deadline = now + duration;
+      e.lease_duration = microseconds(rs[i]->lease_deadline_us() - rs[i]->lease_granted_us());
+      e.max_lease = PolicyFor(rs[i]->queue(), rs[i]->type()).max_lease;
+      e.deadline = now + e.lease_duration;
       SetPhase(picks[i], e, Phase::kLeased);
     } else if (IsWriteFailure(rs[i].status())) {
       SetPhase(picks[i], e, Phase::kReady);
@@ -508,8 +545,8 @@ void Dispatcher::AfterLease(uint64_t wid, const std::shared_ptr<Delivery>& d,
     }
     if (!undo.empty()) {
       store_->Transition(std::move(undo), "ledgerqd",
-                         [this, tokens, duration](std::vector<Result<storage::JobRecord>> urs) {
-                           OnStrand([this, tokens, duration, urs = std::move(urs)] {
+                         [this, tokens](std::vector<Result<storage::JobRecord>> urs) {
+                           OnStrand([this, tokens, urs = std::move(urs)] {
                              for (size_t k = 0; k < urs.size(); ++k) {
                                if (urs[k].ok()) {
                                  Index(*urs[k]);
@@ -519,7 +556,8 @@ void Dispatcher::AfterLease(uint64_t wid, const std::shared_ptr<Delivery>& d,
                                if (IsWriteFailure(urs[k].status()) && it != entries_.end() &&
                                    it->second.phase == Phase::kSettling) {
                                  // Not given back: the lease stands, and expiry will reclaim it.
-                                 it->second.deadline = opts_.clock->MonoNow() + duration;
+                                 it->second.deadline =
+                                     opts_.clock->MonoNow() + it->second.lease_duration;
                                  SetPhase(tokens[k].job_id, it->second, Phase::kLeased);
                                } else {
                                  auto fresh = store_->GetJob(tokens[k].job_id);
@@ -576,7 +614,7 @@ void Dispatcher::Heartbeat(std::vector<Token> tokens, microseconds extend_by,
         continue;
       }
       Entry& e = it->second;
-      microseconds ext = extend_by.count() > 0 ? extend_by : e.lease_duration;
+      microseconds ext = extend_by.count() > 0 ? std::min(extend_by, e.max_lease) : e.lease_duration;
       Mono limit = e.lease_started + opts_.max_lease_total;
       Mono deadline = std::min(now + ext, limit);
       if (deadline <= now) {
@@ -701,12 +739,14 @@ void Dispatcher::Complete(Token token, std::string result, std::string principal
 
 void Dispatcher::Fail(Token token, AttemptFailure failure, std::optional<microseconds> retry_after,
                       std::string principal, JobCallback cb) {
-  // The queue's policy is looked up on the strand inside WorkerCall's order; a copy is enough.
+  // The job's retry policy is resolved on the committer, when the failure is decided.
   OnStrand([this, token, failure = std::move(failure), retry_after,
             principal = std::move(principal), cb = std::move(cb)]() mutable {
-    auto it = entries_.find(token.job_id);
-    RetryPolicy policy = it != entries_.end() ? PolicyOf(*it->second.queue) : opts_.default_policy;
-    WorkerCall(token, FailFn(token, std::move(failure), retry_after, policy, Drawer()),
+    WorkerCall(token,
+               WithRetryPolicy([token, failure = std::move(failure), retry_after,
+                                random = Drawer()](RetryPolicy p) {
+                 return FailFn(token, failure, retry_after, p, random);
+               }),
                std::move(principal), std::move(cb));
   });
 }

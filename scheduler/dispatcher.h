@@ -30,10 +30,22 @@
 
 namespace ledgerq::scheduler {
 
+// What the dispatcher needs of a job's (queue, type) policy.
+struct JobPolicy {
+  RetryPolicy retry;
+  // A lease's duration (as asked, or the default) is clamped to these, per job; so is a
+  // heartbeat's extension.
+  std::chrono::microseconds min_lease = std::chrono::seconds(1);
+  std::chrono::microseconds max_lease = std::chrono::hours(12);
+};
+
 struct DispatcherOptions {
   Clock* clock = SystemClock::Instance();
-  RetryPolicy default_policy;
-  std::map<std::string, RetryPolicy> queue_policies;
+  RetryPolicy default_policy;  // when policy_of is not set
+  // The policy in force for a (queue, type). Called on the strand and on the storage committer
+  // (retries and expiries are decided there), so it must be thread-safe; a reload takes effect
+  // for the next decision.
+  std::function<JobPolicy(const std::string& queue, const std::string& type)> policy_of;
   std::chrono::microseconds default_lease = std::chrono::seconds(30);
   std::chrono::microseconds min_lease = std::chrono::seconds(1);
   std::chrono::microseconds max_lease_total = std::chrono::hours(12);
@@ -98,6 +110,8 @@ class Dispatcher {
 
   void OnCreated(const storage::JobRecord& job);
   void OnCancelled(const storage::JobRecord& job);
+  // Retention removed a finished job's record (a RECORD_REMOVED event): it leaves the counts.
+  void OnRemoved(uint64_t id, const std::string& queue, storage::State last_state);
 
   // Leases up to max_jobs, waiting up to `wait` for the first. The callback runs exactly once.
   // Returns an id for CancelLease.
@@ -154,6 +168,7 @@ class Dispatcher {
     std::chrono::steady_clock::time_point deadline{};
     std::chrono::steady_clock::time_point lease_started{};
     std::chrono::microseconds lease_duration{0};
+    std::chrono::microseconds max_lease{0};  // the type's bound on one extension
   };
   // A Lease call's answer, given exactly once: by the storage finisher when its leases are
   // durable (one thread hop less than going through the strand), or by the strand when it times
@@ -190,7 +205,9 @@ class Dispatcher {
   void OnStrand(Fn&& fn);
 
   Queue& QueueOf(const std::string& name);
-  const RetryPolicy& PolicyOf(const Queue& q) const;
+  JobPolicy PolicyFor(const std::string& queue, const std::string& type) const;
+  // A transition that resolves the job's retry policy when it runs (on the committer).
+  storage::TransitionFn WithRetryPolicy(std::function<storage::TransitionFn(RetryPolicy)> make) const;
   double Draw();
   std::function<double()> Drawer();
 
@@ -207,7 +224,7 @@ class Dispatcher {
   bool TryLease(Waiter& w);
   void FinishWaiter(uint64_t waiter_id, Result<std::vector<LeasedJob>> result);
   void AfterLease(uint64_t waiter_id, const std::shared_ptr<Delivery>& d,
-                  const std::vector<uint64_t>& picks, std::chrono::microseconds duration,
+                  const std::vector<uint64_t>& picks,
                   const std::vector<Result<storage::JobRecord>>& rs,
                   const std::vector<LeasedJob>& leased);
   void Tick();

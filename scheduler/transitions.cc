@@ -246,6 +246,11 @@ storage::TransitionFn RedriveFn() {
                                         StateText(job.state()) +
                                         "; only DEAD jobs can be redriven");
     }
+    if (job.payload_purged()) {
+      return Status::FailedPrecondition("job " + std::to_string(job.id()) +
+                                        ": its payload was purged by retention; it cannot run "
+                                        "again (enqueue a new job instead)");
+    }
     EventBody ev = Ev(sv1::EVENT_REDRIVEN, job);
     ev.set_reason(job.dead_reason());
     job.set_attempt_budget_base(job.attempts());  // a fresh budget; attempt numbers keep growing

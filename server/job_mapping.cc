@@ -109,7 +109,7 @@ std::string NewTraceparent() {
 
 Status ToNewJob(const v1::EnqueueRequest& req, const EnqueueLimits& limits, int64_t now_us,
                 std::string_view metadata_traceparent, storage::NewJob* out,
-                std::string_view metadata_tracestate) {
+                std::string_view metadata_tracestate, std::string_view principal) {
   LEDGERQ_RETURN_IF_ERROR(ValidateName(req.queue(), "queue"));
   LEDGERQ_RETURN_IF_ERROR(ValidateName(req.type(), "type"));
   if (req.payload().size() > limits.max_payload_bytes) {
@@ -222,26 +222,29 @@ Status ToNewJob(const v1::EnqueueRequest& req, const EnqueueLimits& limits, int6
     retry = r;
   }
 
-  out->queue = req.queue();
-  out->type = req.type();
-  out->payload = req.payload();
-  out->priority = req.priority();
-  out->run_at_us = run_at;
-  if (req.max_attempts()) {
-    out->max_attempts = req.max_attempts();
-  } else if (auto it = limits.queue_max_attempts.find(req.queue());
-             it != limits.queue_max_attempts.end()) {
-    out->max_attempts = it->second;
-  } else {
-    out->max_attempts = limits.default_max_attempts;
+  storage::NewJob job;
+  job.queue = req.queue();
+  job.type = req.type();
+  job.payload = req.payload();
+  job.priority = req.priority();
+  job.run_at_us = run_at;
+  job.max_attempts = req.max_attempts() ? req.max_attempts() : limits.default_max_attempts;
+  job.retry = std::move(retry);
+  job.idempotency_key = req.idempotency_key();
+  job.parent_job_id = req.parent_job_id();
+  for (const auto& [k, v] : req.labels()) job.labels.emplace(k, v);
+  job.traceparent = std::move(traceparent);
+  job.tracestate = std::move(tracestate);
+  if (limits.policies) {
+    auto current = limits.policies->Get();
+    const Policies& policies = current->policies;
+    LEDGERQ_RETURN_IF_ERROR(policies.Admit(job, principal));
+    if (!req.max_attempts()) {
+      job.max_attempts = policies.Resolve(job.queue, job.type).retry.max_attempts;
+    }
+    job.policy_version = current->version;
   }
-  out->retry = std::move(retry);
-  out->idempotency_key = req.idempotency_key();
-  out->parent_job_id = req.parent_job_id();
-  out->labels.clear();
-  for (const auto& [k, v] : req.labels()) out->labels.emplace(k, v);
-  out->traceparent = std::move(traceparent);
-  out->tracestate = std::move(tracestate);
+  *out = std::move(job);
   return Status::Ok();
 }
 
@@ -258,6 +261,8 @@ v1::Job ToApiJob(const storage::JobRecord& rec, int64_t now_us) {
   for (const auto& [k, v] : rec.labels()) (*job.mutable_labels())[k] = v;
   job.set_traceparent(rec.traceparent());
   job.set_tracestate(rec.tracestate());
+  job.set_policy_version(rec.policy_version());
+  job.set_payload_purged(rec.payload_purged());
   auto state = static_cast<v1::JobState>(rec.state());
   if (state == v1::JOB_STATE_SCHEDULED && rec.run_at_us() <= now_us) {
     state = v1::JOB_STATE_READY;
@@ -343,6 +348,8 @@ v1::JobEvent ToApiEvent(const storage::EventBody& ev) {
   }
   out.set_payload_sha256(ev.payload_sha256());
   out.set_result_sha256(ev.result_sha256());
+  out.set_policy_version(ev.policy_version());
+  out.set_policy_digest(ev.policy_digest());
   return out;
 }
 
@@ -366,6 +373,10 @@ grpc::StatusCode ToGrpcCode(Code code) {
       return grpc::StatusCode::DATA_LOSS;
     case Code::kInternal:
       return grpc::StatusCode::INTERNAL;
+    case Code::kPermissionDenied:
+      return grpc::StatusCode::PERMISSION_DENIED;
+    case Code::kUnauthenticated:
+      return grpc::StatusCode::UNAUTHENTICATED;
   }
   return grpc::StatusCode::UNKNOWN;
 }

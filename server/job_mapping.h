@@ -11,6 +11,7 @@
 
 #include "common/status.h"
 #include "ledgerq/v1/ledgerq.pb.h"
+#include "server/policy.h"
 #include "storage/job_store.h"
 
 namespace ledgerq::server {
@@ -21,9 +22,11 @@ google::protobuf::Timestamp TimestampFromMicros(int64_t us);
 google::protobuf::Duration DurationFromMicros(int64_t us);
 
 struct EnqueueLimits {
-  uint64_t max_payload_bytes = 1 << 20;
+  uint64_t max_payload_bytes = 1 << 20;  // the ceiling for every queue and type
   uint32_t default_max_attempts = 5;
-  std::map<std::string, uint32_t> queue_max_attempts;  // queues with their own default
+  // Queue and job-type policies: admission checks, per-type defaults, the version a job is
+  // admitted under. Null: none.
+  const LivePolicies* policies = nullptr;
 };
 
 inline constexpr size_t kMaxNameBytes = 128;
@@ -41,11 +44,13 @@ inline constexpr int64_t kMaxScheduleAheadUs = 366LL * 24 * 3600 * 1'000'000;
 [[nodiscard]] Status CheckIdempotencyRef(const v1::IdempotencyRef& ref);
 
 // Validates `req` and fills `out` with defaults applied (run_at resolved against `now_us`,
-// traceparent generated when absent). `metadata_traceparent` is the request's gRPC metadata
-// value, used when the field is empty. Writes nothing on error.
+// traceparent generated when absent) and the policy's admission checks for `principal`.
+// `metadata_traceparent` is the request's gRPC metadata value, used when the field is empty.
+// Writes nothing on error.
 [[nodiscard]] Status ToNewJob(const v1::EnqueueRequest& req, const EnqueueLimits& limits,
                               int64_t now_us, std::string_view metadata_traceparent,
-                              storage::NewJob* out, std::string_view metadata_tracestate = {});
+                              storage::NewJob* out, std::string_view metadata_tracestate = {},
+                              std::string_view principal = "anonymous");
 
 // W3C trace context: "00-<32 hex trace id>-<16 hex span id>-<2 hex flags>", ids not all zero.
 bool IsValidTraceparent(std::string_view tp);

@@ -37,12 +37,9 @@ void Mask(nlohmann::json& j, const std::vector<std::string>& words) {
   }
 }
 
-// Mask and dump recurse once per nesting level, so a payload of many thousands of '[' (well
-// within the payload limit) would overflow the stack of the thread that snapshots a failure and
-// take the daemon down. Deeper JSON is summarised like non-JSON instead.
-constexpr size_t kMaxJsonDepth = 128;
+}  // namespace
 
-bool NestedDeeperThan(std::string_view text, size_t max_depth) {
+bool JsonNestedDeeperThan(std::string_view text, size_t max_depth) {
   size_t depth = 0;
   bool in_string = false, escaped = false;
   for (char c : text) {
@@ -65,8 +62,6 @@ bool NestedDeeperThan(std::string_view text, size_t max_depth) {
   return false;
 }
 
-}  // namespace
-
 const std::vector<std::string>& DefaultMaskFields() {
   static const std::vector<std::string> kDefault{"password", "secret", "token", "card"};
   return kDefault;
@@ -75,7 +70,7 @@ const std::vector<std::string>& DefaultMaskFields() {
 std::string PayloadSnapshot(std::string_view payload, const std::vector<std::string>& mask_fields,
                             size_t max_bytes) {
   nlohmann::json j(nlohmann::json::value_t::discarded);
-  if (!NestedDeeperThan(payload, kMaxJsonDepth)) {
+  if (!JsonNestedDeeperThan(payload, kMaxJsonDepth)) {
     j = nlohmann::json::parse(payload, nullptr, /*allow_exceptions=*/false);
   }
   std::string out;

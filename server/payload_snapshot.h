@@ -9,6 +9,13 @@
 
 namespace ledgerq::server {
 
+// Parsing, masking and dumping JSON recurse once per nesting level, so a payload of many
+// thousands of '[' (well within the payload limit) would overflow the stack of the thread that
+// reads it and take the daemon down. Deeper JSON is treated as not JSON.
+inline constexpr size_t kMaxJsonDepth = 128;
+// A scan without recursion: true when `text` opens more than `max_depth` nested arrays/objects.
+bool JsonNestedDeeperThan(std::string_view text, size_t max_depth);
+
 // The default mask words (case-insensitive substrings of field names).
 const std::vector<std::string>& DefaultMaskFields();
 

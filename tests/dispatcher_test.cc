@@ -711,7 +711,11 @@ TEST_CASE("dispatcher: retry backoff follows the policy, jitter and cap", "[disp
   capped.backoff_base = 1s;
   capped.backoff_factor = 2.0;
   capped.backoff_cap = 3s;
-  opts.queue_policies["capped"] = capped;
+  opts.policy_of = [capped](const std::string& queue, const std::string&) {
+    JobPolicy p;
+    if (queue == "capped") p.retry = capped;
+    return p;
+  };
   Harness h(opts);
 
   SECTION("default policy, jitter 0.5") {

@@ -46,10 +46,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // What the daemon relies on once a config is accepted: every policy is within bounds, so the
   // dispatcher's backoff arithmetic stays finite.
   if (!ledgerq::scheduler::ValidateRetryPolicy(c.retry, "").ok()) std::abort();
-  for (const auto& [name, policy] : c.queues) {
-    if (!ledgerq::scheduler::ValidateRetryPolicy(policy, "").ok()) std::abort();
-    (void)ledgerq::scheduler::BackoffCeiling(policy, policy.max_attempts);
+  const ledgerq::server::Policies policies = c.MakePolicies();
+  auto check = [](const ledgerq::server::ResolvedPolicy& p) {
+    if (!ledgerq::scheduler::ValidateRetryPolicy(p.retry, "").ok()) std::abort();
+    if (p.min_lease > p.max_lease) std::abort();
+    (void)ledgerq::scheduler::BackoffCeiling(p.retry, p.retry.max_attempts);
+  };
+  for (const auto& [name, decl] : c.queue_decls) check(policies.Resolve(name, ""));
+  for (const auto& [name, decl] : c.type_decls) {
+    check(policies.Resolve("", name));
+    for (const auto& [q, qdecl] : c.queue_decls) check(policies.Resolve(q, name));
   }
+  (void)policies.Canonical();
   if (c.max_payload_bytes == 0 || c.data_dir.empty()) std::abort();
   return 0;
 }

@@ -63,11 +63,23 @@ struct World {
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work{ioc.get_executor()};
   std::thread ioc_thread;
   std::unique_ptr<scheduler::Dispatcher> dispatcher;
+  // A queue and a type with policies, so admission checks are fuzzed too.
+  server::LivePolicies policies{FuzzPolicies(), 1};
   std::unique_ptr<server::JobServiceImpl> jobs;
   std::unique_ptr<server::WorkerServiceImpl> workers;
   std::unique_ptr<server::AdminServiceImpl> admin;
   std::unique_ptr<grpc::Server> server;
   std::unique_ptr<grpc::GenericStub> stub;
+
+  static server::Policies FuzzPolicies() {
+    server::Policies p;
+    p.queues["fuzz"].max_attempts = 2;
+    server::PolicyDecl& t = p.types["checked"];
+    t.required = {{"to", server::JsonType::kString}, {"order.id", server::JsonType::kInteger}};
+    t.max_payload_bytes = 4096;
+    t.queues = {"fuzz*"};
+    return p;
+  }
 
   // The same wiring as RunDaemon, minus the listeners and signals.
   void Start() {
@@ -100,15 +112,15 @@ struct World {
     if (!dispatcher->Recover().ok()) std::abort();
     ioc_thread = std::thread([this] { ioc.run(); });
 
-    server::EnqueueLimits limits{1 << 20, 5, {{"fuzz", 2}}};
+    server::EnqueueLimits limits{1 << 20, 5, &policies};
     jobs = std::make_unique<server::JobServiceImpl>(
         store.get(), &metrics, SystemClock::Instance(), limits,
         server::JobObserver{
             .created = [this](const auto& job) { dispatcher->OnCreated(job); },
             .cancelled = [this](const auto& job) { dispatcher->OnCancelled(job); },
         });
-    auto masks = [](const std::string&) -> const std::vector<std::string>& {
-      return server::DefaultMaskFields();
+    auto masks = [this](const std::string& queue, const std::string& type) {
+      return policies.Get()->policies.Resolve(queue, type).mask_fields;
     };
     workers = std::make_unique<server::WorkerServiceImpl>(dispatcher.get(), store.get(), &metrics,
                                                           SystemClock::Instance(), masks);
