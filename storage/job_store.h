@@ -39,6 +39,40 @@ struct ObservedEvent {
   std::optional<JobRecord> job;
 };
 
+// One log event exactly as stored and hashed: hash = SHA-256(prev_hash || body).
+struct RawEvent {
+  uint64_t seq = 0;
+  Digest prev_hash{};
+  Digest hash{};
+  std::string body;  // the exact hashed EventBody bytes
+  EventBody event;   // `body`, decoded
+};
+
+// Reads of one consistent state: every read through the same view sees the store as of the same
+// durable group, whatever is written meanwhile (so the log and the job records it shows agree).
+class ReadView {
+ public:
+  ~ReadView();
+  ReadView(const ReadView&) = delete;
+  ReadView& operator=(const ReadView&) = delete;
+
+  // The chain head this view shows.
+  uint64_t head_seq() const;
+  // Calls `fn` for every job with id >= from_id, in id order, until it returns false.
+  [[nodiscard]] Status ScanJobs(const std::function<bool(const JobRecord&)>& fn,
+                                uint64_t from_id = 0) const;
+  // Events exactly as stored, in sequence order from `from_seq`, until `fn` returns false. An
+  // event whose record or body cannot be decoded is kCorruption naming its sequence.
+  [[nodiscard]] Status ScanRawEvents(uint64_t from_seq,
+                                     const std::function<bool(const RawEvent&)>& fn) const;
+
+  struct State;
+  explicit ReadView(std::unique_ptr<State> state);
+
+ private:
+  std::unique_ptr<State> state_;
+};
+
 enum class SyncMode {
   kAlways,  // fsync every group before acknowledging (default; contract 1)
   kBatch,   // write the WAL per group, fsync it every `batch_sync_interval`
@@ -81,6 +115,27 @@ struct StoreOptions {
   // Fault seam for tests: consulted before every group write; a non-OK status fails the whole
   // group exactly as a failed RocksDB write would.
   std::function<Status()> write_fault;
+  // Retention of finished jobs by queue and job type (null: keep everything forever). Called on
+  // the committer thread and by RunRetention, so it must be cheap and thread-safe.
+  std::function<RetentionPolicy(const std::string& queue, const std::string& type)> retention;
+};
+
+// What one RunRetention call did.
+struct RetentionStats {
+  uint64_t purged_payloads = 0;  // jobs whose payload and result were purged (EVENT_PURGED)
+  uint64_t removed_records = 0;  // job records removed (EVENT_RECORD_REMOVED)
+  uint64_t expired_keys = 0;     // idempotency keys deleted after their dedup window
+  uint64_t batches = 0;          // committer operations it took
+  double seconds = 0;            // wall time of the sweep
+};
+
+// Where the retained log starts: the last event removed by archiving. seq 0: nothing removed,
+// the chain starts from the all-zero hash.
+struct Checkpoint {
+  uint64_t seq = 0;
+  Digest hash{};
+  int64_t at_us = 0;
+  std::string principal;
 };
 
 // A job as submitted. The payload digest is computed by Enqueue on the caller's thread.
@@ -97,6 +152,7 @@ struct NewJob {
   std::string traceparent;
   std::string tracestate;
   std::optional<ledgerq::storage::v1::RetryPolicyRecord> retry;  // per-job backoff override
+  uint64_t policy_version = 0;  // the policy version it is admitted under
 };
 
 struct EnqueueOutcome {
@@ -138,6 +194,23 @@ struct TransitionItem {
 };
 using TransitionCallback = std::function<void(std::vector<Result<JobRecord>>)>;
 
+struct PolicyVersion {
+  uint64_t version = 0;  // 0: no policy recorded yet
+  bool changed = false;  // this call appended POLICY_CHANGED
+};
+
+// The outcome of walking the hash chain from the checkpoint to the head.
+struct VerifyReport {
+  bool ok = true;
+  uint64_t events = 0;  // events checked (those after the checkpoint)
+  Digest head{};
+  uint64_t head_seq = 0;
+  uint64_t checkpoint_seq = 0;  // where the retained chain starts (0: from the beginning)
+  Digest checkpoint_hash{};
+  uint64_t first_bad_seq = 0;  // when !ok
+  std::string problem;         // when !ok
+};
+
 struct ChainHeadInfo {
   uint64_t seq = 0;
   Digest hash{};
@@ -168,11 +241,18 @@ class JobStore {
   // Durably pauses or resumes a queue, with a QUEUE_PAUSED / QUEUE_RESUMED event.
   void SetQueuePaused(std::string queue, bool paused, std::string principal,
                       std::function<void(Status)> done);
+  // Records the daemon's policy (queue and job-type declarations) by its digest: when it differs
+  // from the stored one, a POLICY_CHANGED event (new version, digest, `summary` as its reason)
+  // is appended. `done` gets the version in force. Call one at a time.
+  void RecordPolicy(Digest digest, std::string summary, std::string principal,
+                    std::function<void(Result<PolicyVersion>)> done);
+
   [[nodiscard]] Status ScanQueues(
       const std::function<void(const std::string&, const QueueRecord&)>& fn) const;
 
   [[nodiscard]] Result<JobRecord> GetJob(uint64_t id) const;
-  // The job's events in order (its history); kNotFound for an unknown job.
+  // The job's events in order (its history); kNotFound for an unknown job. Events removed from
+  // the log by TruncateLog (archived) are left out: only the retained ones are returned.
   [[nodiscard]] Result<std::vector<EventBody>> GetJobEvents(uint64_t id) const;
   // Every failed attempt (a FAILED or LEASE_EXPIRED event) at or after `since_us`, in time order.
   [[nodiscard]] Status ScanFailures(
@@ -193,9 +273,42 @@ class JobStore {
   // Events in sequence order, from `from_seq`, until `fn` returns false.
   [[nodiscard]] Status ScanEvents(uint64_t from_seq,
                                   const std::function<bool(const EventBody&)>& fn) const;
+  // The same, exactly as stored and hashed (audit export), on one snapshot.
+  [[nodiscard]] Status ScanRawEvents(uint64_t from_seq,
+                                     const std::function<bool(const RawEvent&)>& fn) const;
+  // A consistent view of the last durable state, for reads that must agree with each other.
+  std::unique_ptr<ReadView> View() const;
 
   // The head of the chain as of the last durable group.
   ChainHeadInfo Head() const;
+
+  // Retention (StoreOptions::retention): purges payloads and results of finished jobs, removes
+  // job records, and deletes idempotency keys past the dedup window, whose time (by
+  // opts.clock) has come. Each change is an ordinary transition through the committer, in
+  // batches of at most `batch` jobs, so leases and enqueues interleave with a long sweep.
+  // Candidates come from a small index written with each finishing transition, never a scan.
+  // Blocks until done; call from one thread at a time (the daemon's housekeeping thread).
+  [[nodiscard]] Result<RetentionStats> RunRetention(size_t batch = 256);
+  // Indexes finished jobs and idempotency keys the retention index does not know yet: stores
+  // written before it existed, and jobs that finished while their policy kept them forever.
+  // Scans every job; run once at start, off the hot path. Returns how many it indexed.
+  [[nodiscard]] Result<uint64_t> RebuildRetentionIndex();
+
+  // Archiving: removes the events with seq <= to_seq from the log once the caller holds them
+  // (exported), after checking that `to_hash` is event to_seq's stored hash
+  // (kFailedPrecondition otherwise; kInvalidArgument when to_seq is beyond the durable head or
+  // not after the current checkpoint; either changes nothing). The new checkpoint (to_seq,
+  // to_hash) is stored in the same write, with an EVENT_LOG_ARCHIVED event.
+  void TruncateLog(uint64_t to_seq, Digest to_hash, std::string principal,
+                   std::function<void(Result<Checkpoint>)> done);
+  // The checkpoint as of the last durable group.
+  Checkpoint GetCheckpoint() const;
+  // Walks the retained chain from the checkpoint on one consistent snapshot of the running
+  // store (the online twin of VerifyChain; both share the walking code).
+  [[nodiscard]] Result<VerifyReport> VerifyLog() const;
+  // Makes RocksDB give back the space of log ranges removed by TruncateLog (a compaction of the
+  // removed key range); a no-op when nothing was removed since the last call.
+  [[nodiscard]] Status CompactArchived();
   // OK, or why writes are refused now. Two kinds:
   //  - a failed fsync (UNAVAILABLE): permanent; nothing more is acknowledged, restart to recover;
   //  - a failed write or RocksDB background error, e.g. disk full (RESOURCE_EXHAUSTED): writes
@@ -223,15 +336,8 @@ class JobStore {
 // Fingerprint of a submission for idempotency: SHA-256(type '\0' SHA-256(payload)).
 Digest Fingerprint(std::string_view type, const Digest& payload_sha256);
 
-struct VerifyReport {
-  bool ok = true;
-  uint64_t events = 0;
-  Digest head{};
-  uint64_t first_bad_seq = 0;  // when !ok
-  std::string problem;         // when !ok
-};
-
-// Walks the whole hash chain of the store under `data_dir`, opened read-only.
+// Walks the hash chain of the store under `data_dir`, opened read-only, from its checkpoint:
+// the first retained event must chain onto the checkpoint's hash.
 [[nodiscard]] Result<VerifyReport> VerifyChain(const std::string& data_dir);
 
 }  // namespace ledgerq::storage
