@@ -15,6 +15,7 @@ struct Globals {
   std::string server = "127.0.0.1:7400";
   std::string output = "text";
   std::string timeout = "10s";
+  client::SecurityArgs security;  // --token, --tls-ca, --tls-cert, --tls-key (or LEDGERQ_*)
 };
 
 inline int Fail(const Status& st) {
@@ -28,6 +29,7 @@ inline Result<ledgerq::client::Client> Connect(const Globals& g) {
   ledgerq::client::ClientOptions o;
   o.server = g.server;
   o.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(*t);
+  LEDGERQ_RETURN_IF_ERROR(ledgerq::client::LoadSecurity(g.security, &o));
   return ledgerq::client::Client(o);
 }
 
@@ -52,5 +54,21 @@ struct WorkArgs {
   std::vector<std::string> command;
 };
 int RunWork(const Globals& g, const WorkArgs& a);
+
+struct AuditVerifyArgs {
+  std::string data_dir;  // offline, a stopped daemon's directory
+  std::string archive;   // offline, an export file
+  std::string after;     // with archive: the export it must chain onto
+};
+int RunAuditVerify(const Globals& g, const AuditVerifyArgs& a);
+int RunAuditExport(const Globals& g, uint64_t from, uint64_t to);
+int RunAuditArchive(const Globals& g, uint64_t from, uint64_t to, const std::string& out);
+int RunAuditReconcile(const Globals& g);
+
+struct AuthAddArgs {
+  std::string file, principal, role, token;
+  std::vector<std::string> queues;
+};
+int RunAuthAdd(const Globals& g, const AuthAddArgs& a);
 
 }  // namespace ledgerq::cli

@@ -159,26 +159,6 @@ int RunCancel(const Globals& g, uint64_t id, const std::string& reason) {
   return 0;
 }
 
-int RunAuditVerify(const Globals& g, const std::string& data_dir) {
-  auto report = ledgerq::storage::VerifyChain(data_dir);
-  if (!report.ok()) return Fail(report.status());
-  if (g.output == "json") {
-    nlohmann::json j{{"ok", report->ok},
-                     {"events", report->events},
-                     {"head_hash", ledgerq::ToHex(report->head)}};
-    if (!report->ok) {
-      j["first_bad_seq"] = report->first_bad_seq;
-      j["problem"] = report->problem;
-    }
-    std::cout << j.dump(2) << "\n";
-  } else if (report->ok) {
-    std::cout << "ok " << report->events << " " << ledgerq::ToHex(report->head) << "\n";
-  } else {
-    std::cout << "broken at " << report->first_bad_seq << ": " << report->problem << "\n";
-  }
-  return report->ok ? 0 : 1;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -190,6 +170,12 @@ int main(int argc, char** argv) {
       ->envname("LEDGERQ_SERVER");
   app.add_option("--output", g.output, "text or json")->check(CLI::IsMember({"text", "json"}));
   app.add_option("--timeout", g.timeout, "Per-request deadline (default 10s)");
+  app.add_option("--token", g.security.token, "API token (env LEDGERQ_TOKEN)");
+  app.add_option("--tls-ca", g.security.tls_ca,
+                 "Connect over TLS, trusting this PEM CA bundle (env LEDGERQ_TLS_CA)");
+  app.add_option("--tls-cert", g.security.tls_cert,
+                 "Client certificate for mTLS, PEM (env LEDGERQ_TLS_CERT)");
+  app.add_option("--tls-key", g.security.tls_key, "Key of --tls-cert, PEM (env LEDGERQ_TLS_KEY)");
 
   EnqueueArgs ea;
   auto* enqueue = app.add_subcommand("enqueue", "Submit a job; prints its id");
@@ -267,11 +253,42 @@ int main(int argc, char** argv) {
   work->add_option("--worker-id", wa.worker_id, "Name in the job history (default host:pid)");
   work->add_option("command", wa.command, "The command and its arguments, after --")->required();
 
-  std::string data_dir;
+  AuditVerifyArgs av;
+  uint64_t audit_from = 0, audit_to = 0;
+  std::string archive_out;
   auto* audit = app.add_subcommand("audit", "Audit log tools");
   audit->require_subcommand(1);
-  auto* verify = audit->add_subcommand("verify", "Walk the whole hash chain");
-  verify->add_option("--data-dir", data_dir, "Data directory of a stopped ledgerqd")->required();
+  auto* verify = audit->add_subcommand(
+      "verify", "Walk the whole hash chain: of the running daemon, or offline with --data-dir, "
+                "or of an export file with --archive");
+  verify->add_option("--data-dir", av.data_dir, "Data directory of a stopped ledgerqd");
+  verify->add_option("--archive", av.archive, "An export file (ledgerq audit export/archive)");
+  verify->add_option("--after", av.after, "With --archive: the earlier export it must chain onto");
+  auto* audit_export = audit->add_subcommand(
+      "export", "Write events with their hashes and a closing manifest as JSON lines to stdout");
+  audit_export->add_option("--from", audit_from, "First event (default: the first retained)");
+  audit_export->add_option("--to", audit_to, "Last event (default: the head)");
+  auto* audit_archive = audit->add_subcommand(
+      "archive", "Export events up to --to into --out (fsynced), then remove them from the daemon");
+  audit_archive->add_option("--from", audit_from, "First event (default: the first retained)");
+  audit_archive->add_option("--to", audit_to, "Last event to archive")->required();
+  audit_archive->add_option("--out", archive_out, "The archive file (must not exist)")->required();
+  auto* reconcile = audit->add_subcommand(
+      "reconcile", "Recount jobs by state from the log; compare with job records and metrics");
+
+  AuthAddArgs aa;
+  auto* auth = app.add_subcommand("auth", "Auth file tools");
+  auth->require_subcommand(1);
+  auto* auth_add = auth->add_subcommand(
+      "add", "Add a principal to an auth file (created with mode 0600); prints a new token");
+  auth_add->add_option("--file", aa.file, "The auth file (ledgerqd --auth-file)")->required();
+  auth_add->add_option("--principal", aa.principal, "Name, or certificate CN/subject for mTLS")
+      ->required();
+  auth_add->add_option("--role", aa.role, "producer, worker, operator, auditor or admin")
+      ->required();
+  auth_add->add_option("--queues", aa.queues, "Queue globs, comma-separated (default *)")
+      ->delimiter(',');
+  auth_add->add_option("--token", aa.token, "Use this token instead of generating one");
 
   try {
     app.parse(argc, argv);
@@ -281,7 +298,10 @@ int main(int argc, char** argv) {
   if (*enqueue) return RunEnqueue(g, ea);
   if (*job) return RunJob(g, ja);
   if (*cancel) return RunCancel(g, cancel_id, reason);
-  if (*verify) return RunAuditVerify(g, data_dir);
+  if (*verify) return RunAuditVerify(g, av);
+  if (*audit_export) return RunAuditExport(g, audit_from, audit_to);
+  if (*audit_archive) return RunAuditArchive(g, audit_from, audit_to, archive_out);
+  if (*reconcile) return RunAuditReconcile(g);
   if (*queues) return RunQueues(g);
   if (*jobs) return RunJobs(g, jq, jstate, jtype, jlimit);
   if (*dlq_list) return RunDlqList(g, dq, dlimit);
@@ -289,6 +309,7 @@ int main(int argc, char** argv) {
   if (*pause) return RunPause(g, pq, true);
   if (*resume) return RunPause(g, pq, false);
   if (*work) return RunWork(g, wa);
+  if (*auth_add) return RunAuthAdd(g, aa);
   if (*failures) return RunFailures(g, fsince, fqueue, ftype);
   return 2;
 }

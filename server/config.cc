@@ -8,6 +8,8 @@
 #include <sstream>
 
 #include "common/duration.h"
+#include "common/sha256.h"
+#include "server/job_mapping.h"
 
 namespace ledgerq::server {
 namespace {
@@ -111,20 +113,134 @@ Result<bool> ApplyRetryKey(const Key& key, const std::string& k, scheduler::Retr
   return false;
 }
 
-// The policy validator speaks API field names (backoff_base); the file spells them backoff-base.
-Status ValidatePolicyKeys(const scheduler::RetryPolicy& p, const std::string& prefix) {
-  Status st = scheduler::ValidateRetryPolicy(p, prefix);
-  if (st.ok()) return st;
-  std::string msg = st.message();
-  for (const char* field : {"max_attempts", "backoff_base", "backoff_factor", "backoff_cap"}) {
-    const std::string api(field);
-    std::string file = api;
-    std::replace(file.begin(), file.end(), '_', '-');
-    if (auto pos = msg.find(prefix + api); pos != std::string::npos) {
-      msg.replace(pos + prefix.size(), api.size(), file);
+}  // namespace
+
+namespace {
+
+Result<std::vector<std::string>> StringArray(const toml::node& node, const std::string& field) {
+  const toml::array* arr = node.as_array();
+  std::vector<std::string> out;
+  bool ok = arr != nullptr;
+  if (arr) {
+    for (auto&& el : *arr) {
+      auto w = el.value<std::string>();
+      if (!w || w->empty())
+        ok = false;
+      else
+        out.push_back(*w);
     }
   }
-  return Status::InvalidArgument(msg);
+  if (!ok) return Status::InvalidArgument("config: " + field + ": must be an array of non-empty strings");
+  return out;
+}
+
+// Reads one [queues.NAME] or [types.NAME] table into `d`; every problem goes to `errors`.
+void ParseDecl(const toml::table& table, const std::string& prefix, bool is_type, PolicyDecl* d,
+               std::vector<std::string>* errors) {
+  for (auto&& [key, node] : table) {
+    const std::string k(key.str());
+    const std::string field = prefix + k;
+    const Key v(field, node);
+    Status st;
+    auto duration = [&](std::optional<std::chrono::microseconds>* out) {
+      auto x = v.Duration();
+      if (!x.ok()) return x.status();
+      if (x->count() < 0) return Status::InvalidArgument("config: " + field + ": must not be negative");
+      *out = *x;
+      return Status::Ok();
+    };
+    if (k == "max-attempts") {
+      auto n = v.Int();
+      st = n.ok() ? CheckMaxAttempts(*n, "config: " + field) : n.status();
+      if (st.ok()) d->max_attempts = static_cast<uint32_t>(*n);
+    } else if (k == "backoff-base") {
+      st = duration(&d->backoff_base);
+    } else if (k == "backoff-cap") {
+      st = duration(&d->backoff_cap);
+    } else if (k == "backoff-factor") {
+      auto n = v.Number();
+      st = n.status();
+      if (n.ok()) d->backoff_factor = *n;
+    } else if (k == "min-lease" || k == "max-lease") {
+      std::optional<std::chrono::microseconds> x;
+      st = duration(&x);
+      if (st.ok() && (*x < std::chrono::seconds(1) || *x > std::chrono::hours(12))) {
+        st = Status::InvalidArgument("config: " + field + ": must be between 1s and 12h");
+      }
+      if (st.ok()) (k == "min-lease" ? d->min_lease : d->max_lease) = x;
+    } else if (k == "max-payload-bytes") {
+      auto n = v.Int();
+      st = n.ok() ? (*n < 0 ? Status::InvalidArgument("config: " + field + ": must be positive")
+                            : CheckPayloadLimit(static_cast<uint64_t>(*n), "config: " + field))
+                  : n.status();
+      if (st.ok()) d->max_payload_bytes = static_cast<uint64_t>(*n);
+    } else if (k == "mask-fields" || k == "submitters" || (is_type && k == "queues")) {
+      auto words = StringArray(node, field);
+      st = words.status();
+      if (words.ok()) {
+        if (k == "mask-fields") d->mask_fields = *words;
+        else if (k == "submitters") d->submitters = *words;
+        else d->queues = *words;
+      }
+    } else if (k == "required") {
+      const toml::table* req = node.as_table();
+      if (!req) {
+        st = Status::InvalidArgument("config: " + field +
+                                     ": must be a table of field path = JSON type, e.g. "
+                                     "{ to = \"string\", \"order.id\" = \"integer\" }");
+      } else {
+        for (auto&& [path, tnode] : *req) {
+          const std::string p(path.str());
+          const std::string rf = field + "." + p;
+          auto t = Key(rf, tnode).String();
+          Status rs = t.status();
+          if (rs.ok() && (p.empty() || p.front() == '.' || p.back() == '.' ||
+                          p.find("..") != std::string::npos)) {
+            rs = Status::InvalidArgument("config: " + rf + ": not a field path (a.b.c)");
+          }
+          if (rs.ok()) {
+            auto jt = ParseJsonType(*t, "config: " + rf);
+            rs = jt.status();
+            if (jt.ok()) d->required.push_back({p, *jt});
+          }
+          if (!rs.ok()) errors->push_back(rs.message());
+        }
+      }
+    } else if (k == "purge-payloads-after") {
+      st = duration(&d->purge_payloads_after);
+    } else if (k == "remove-after") {
+      st = duration(&d->remove_after);
+    } else if (k == "dead-letters-keep") {
+      st = duration(&d->dead_letters_keep);
+    } else {
+      st = Status::InvalidArgument("config: unknown key \"" + field + "\"");
+    }
+    if (!st.ok()) errors->push_back(st.message());
+  }
+}
+
+void ParseDecls(const toml::node& node, const std::string& section, bool is_type,
+                std::map<std::string, PolicyDecl>* out, std::vector<std::string>* errors) {
+  const toml::table* tables = node.as_table();
+  if (!tables) {
+    errors->push_back("config: " + section + ": must be a table");
+    return;
+  }
+  for (auto&& [name_key, tnode] : *tables) {
+    const std::string name(name_key.str());
+    const std::string prefix = section + "." + name + ".";
+    Status st = ValidateName(name, "config: " + section + "." + name);
+    if (!st.ok()) {
+      errors->push_back(st.message());
+      continue;
+    }
+    const toml::table* t = tnode.as_table();
+    if (!t) {
+      errors->push_back("config: " + section + "." + name + ": must be a table");
+      continue;
+    }
+    ParseDecl(*t, prefix, is_type, &(*out)[name], errors);
+  }
 }
 
 }  // namespace
@@ -139,8 +255,7 @@ Result<Config> ParseConfigToml(std::string_view text, Config base) {
     return Status::InvalidArgument(msg.str());
   }
   Config c = std::move(base);
-  // Per-queue overrides, applied over the defaults once those are all read.
-  std::map<std::string, std::vector<std::pair<std::string, const toml::node*>>> queue_keys;
+  std::vector<std::string> errors;  // every problem, so --check-config lists them all
   for (auto&& [key, node] : doc) {
     const std::string k(key.str());
     const Key v(k, node);
@@ -150,106 +265,126 @@ Result<Config> ParseConfigToml(std::string_view text, Config base) {
       *out = *s;
       return Status::Ok();
     };
-    if (k == "data-dir") {
-      LEDGERQ_RETURN_IF_ERROR(set_string(&c.data_dir));
-    } else if (k == "grpc-listen") {
-      LEDGERQ_RETURN_IF_ERROR(set_string(&c.grpc_listen));
-    } else if (k == "http-listen") {
-      LEDGERQ_RETURN_IF_ERROR(set_string(&c.http_listen));
-    } else if (k == "sync") {
-      auto s = v.String();
-      if (!s.ok()) return s.status();
-      auto mode = ParseSyncMode(*s);
-      if (!mode.ok()) return Status::InvalidArgument("config: " + mode.status().message());
-      c.sync = *mode;
-    } else if (k == "max-payload-bytes") {
-      auto n = v.Int();
-      if (!n.ok()) return n.status();
-      if (*n < 0) return Status::InvalidArgument("config: max-payload-bytes: must be positive");
-      LEDGERQ_RETURN_IF_ERROR(CheckPayloadLimit(*n, "config: max-payload-bytes"));
-      c.max_payload_bytes = static_cast<uint64_t>(*n);
-    } else if (k == "dedup-window") {
-      auto d = v.Duration();
-      if (!d.ok()) return d.status();
-      LEDGERQ_RETURN_IF_ERROR(CheckDedupWindow(*d, "config: dedup-window"));
-      c.dedup_window = *d;
-    } else if (k == "default-max-attempts") {
-      auto n = v.Int();
-      if (!n.ok()) return n.status();
-      LEDGERQ_RETURN_IF_ERROR(CheckMaxAttempts(*n, "config: default-max-attempts"));
-      c.retry.max_attempts = static_cast<uint32_t>(*n);
-    } else if (k == "log-level") {
-      LEDGERQ_RETURN_IF_ERROR(set_string(&c.log_level));
-      LEDGERQ_RETURN_IF_ERROR(CheckLogLevel(c.log_level, "config: log-level"));
-    } else if (k == "log-format") {
-      LEDGERQ_RETURN_IF_ERROR(set_string(&c.log_format));
-      LEDGERQ_RETURN_IF_ERROR(CheckLogFormat(c.log_format, "config: log-format"));
-    } else if (k == "redrive-rate") {
-      auto n = v.Number();
-      if (!n.ok()) return n.status();
-      if (!(*n >= 1 && *n <= 1e6)) {
-        return Status::InvalidArgument("config: redrive-rate: must be between 1 and 1000000");
+    auto one = [&]() -> Status {
+      if (k == "data-dir") return set_string(&c.data_dir);
+      if (k == "archive-dir") return set_string(&c.archive_dir);
+      if (k == "archive-after") {
+        auto d = v.Duration();
+        if (!d.ok()) return d.status();
+        if (d->count() <= 0) return Status::InvalidArgument("config: archive-after: must be > 0");
+        c.archive_after = *d;
+        return Status::Ok();
       }
-      c.redrive_rate = *n;
-    } else if (k == "queues") {
-      const toml::table* queues = node.as_table();
-      if (!queues) return Status::InvalidArgument("config: queues: must be a table");
-      for (auto&& [qname, qnode] : *queues) {
-        const std::string name(qname.str());
-        const toml::table* qt = qnode.as_table();
-        if (!qt) return Status::InvalidArgument("config: queues." + name + ": must be a table");
-        auto& keys = queue_keys[name];
-        for (auto&& [qk, qv] : *qt) keys.emplace_back(std::string(qk.str()), &qv);
+      if (k == "grpc-listen") return set_string(&c.grpc_listen);
+      if (k == "http-listen") return set_string(&c.http_listen);
+      if (k == "auth-file") return set_string(&c.auth_file);
+      if (k == "tls-cert") return set_string(&c.tls_cert);
+      if (k == "tls-key") return set_string(&c.tls_key);
+      if (k == "tls-client-ca") return set_string(&c.tls_client_ca);
+      if (k == "insecure-allow-remote") {
+        if (!node.is_boolean()) {
+          return Status::InvalidArgument("config: insecure-allow-remote: must be true or false");
+        }
+        c.insecure_allow_remote = *node.value<bool>();
+        return Status::Ok();
       }
-    } else {
+      if (k == "sync") {
+        auto s = v.String();
+        if (!s.ok()) return s.status();
+        auto mode = ParseSyncMode(*s);
+        if (!mode.ok()) return Status::InvalidArgument("config: " + mode.status().message());
+        c.sync = *mode;
+        return Status::Ok();
+      }
+      if (k == "max-payload-bytes") {
+        auto n = v.Int();
+        if (!n.ok()) return n.status();
+        if (*n < 0) return Status::InvalidArgument("config: max-payload-bytes: must be positive");
+        LEDGERQ_RETURN_IF_ERROR(CheckPayloadLimit(*n, "config: max-payload-bytes"));
+        c.max_payload_bytes = static_cast<uint64_t>(*n);
+        return Status::Ok();
+      }
+      if (k == "dedup-window") {
+        auto d = v.Duration();
+        if (!d.ok()) return d.status();
+        LEDGERQ_RETURN_IF_ERROR(CheckDedupWindow(*d, "config: dedup-window"));
+        c.dedup_window = *d;
+        return Status::Ok();
+      }
+      if (k == "default-max-attempts") {
+        auto n = v.Int();
+        if (!n.ok()) return n.status();
+        LEDGERQ_RETURN_IF_ERROR(CheckMaxAttempts(*n, "config: default-max-attempts"));
+        c.retry.max_attempts = static_cast<uint32_t>(*n);
+        return Status::Ok();
+      }
+      if (k == "log-level") {
+        LEDGERQ_RETURN_IF_ERROR(set_string(&c.log_level));
+        return CheckLogLevel(c.log_level, "config: log-level");
+      }
+      if (k == "log-format") {
+        LEDGERQ_RETURN_IF_ERROR(set_string(&c.log_format));
+        return CheckLogFormat(c.log_format, "config: log-format");
+      }
+      if (k == "redrive-rate") {
+        auto n = v.Number();
+        if (!n.ok()) return n.status();
+        if (!(*n >= 1 && *n <= 1e6)) {
+          return Status::InvalidArgument("config: redrive-rate: must be between 1 and 1000000");
+        }
+        c.redrive_rate = *n;
+        return Status::Ok();
+      }
+      if (k == "strict-types") {
+        if (!node.is_boolean()) return Status::InvalidArgument("config: strict-types: must be true or false");
+        c.strict_types = *node.value<bool>();
+        return Status::Ok();
+      }
+      if (k == "queues") {
+        ParseDecls(node, "queues", /*is_type=*/false, &c.queue_decls, &errors);
+        return Status::Ok();
+      }
+      if (k == "types") {
+        ParseDecls(node, "types", /*is_type=*/true, &c.type_decls, &errors);
+        return Status::Ok();
+      }
       auto applied = ApplyRetryKey(v, k, &c.retry);
       if (!applied.ok()) return applied.status();
       if (!*applied) return Status::InvalidArgument("config: unknown key \"" + k + "\"");
-    }
+      return Status::Ok();
+    };
+    Status st = one();
+    if (!st.ok()) errors.push_back(st.message());
   }
-  LEDGERQ_RETURN_IF_ERROR(ValidatePolicyKeys(c.retry, "config: "));
-  for (auto& [name, keys] : queue_keys) {
-    scheduler::RetryPolicy p = c.retry;
-    const std::string prefix = "queues." + name + ".";
-    for (auto& [k, node] : keys) {
-      const Key v(prefix + k, *node);
-      if (k == "mask-fields") {
-        const toml::array* arr = node->as_array();
-        std::vector<std::string> words;
-        bool ok = arr != nullptr;
-        if (arr) {
-          for (auto&& el : *arr) {
-            auto w = el.value<std::string>();
-            if (!w || w->empty())
-              ok = false;
-            else
-              words.push_back(*w);
-          }
-        }
-        if (!ok) {
-          return Status::InvalidArgument("config: " + prefix + k +
-                                         ": must be an array of non-empty strings");
-        }
-        c.queue_masks[name] = std::move(words);
-        continue;
-      }
-      if (k == "max-attempts") {
-        auto n = v.Int();
-        if (!n.ok()) return n.status();
-        LEDGERQ_RETURN_IF_ERROR(CheckMaxAttempts(*n, "config: " + prefix + k));
-        p.max_attempts = static_cast<uint32_t>(*n);
-        continue;
-      }
-      auto applied = ApplyRetryKey(v, k, &p);
-      if (!applied.ok()) return applied.status();
-      if (!*applied) {
-        return Status::InvalidArgument("config: unknown key \"" + prefix + k + "\"");
-      }
-    }
-    LEDGERQ_RETURN_IF_ERROR(ValidatePolicyKeys(p, "config: " + prefix));
-    c.queues[name] = p;
+  if (errors.empty()) {
+    Status st = ValidateRetryKeys(c.retry, "config: ");
+    if (!st.ok()) errors.push_back(st.message());
   }
-  return c;
+  if (errors.empty()) {
+    Status st = c.MakePolicies().Validate();
+    if (!st.ok()) errors.push_back(st.message());
+  }
+  if (errors.empty()) return c;
+  std::string msg;
+  for (const auto& e : errors) msg += (msg.empty() ? "" : "\n") + e;
+  return Status::InvalidArgument(msg);
+}
+
+
+Result<Config> LoadConfigFile(const std::string& path, Config base, std::string_view flag) {
+  std::ifstream in(path);
+  if (!in) return Status::InvalidArgument(std::string(flag) + ": cannot read " + path);
+  std::stringstream buf;
+  buf << in.rdbuf();
+  auto parsed = ParseConfigToml(buf.str(), std::move(base));
+  if (!parsed.ok()) {
+    const std::string& m = parsed.status().message();
+    // Several errors: one per line under the file's name.
+    return Status::InvalidArgument(path + ":" + (m.find('\n') == std::string::npos ? " " : "\n") +
+                                   m);
+  }
+  parsed->config_file = path;
+  return parsed;
 }
 
 Result<std::optional<Config>> ParseCommandLine(int argc, char** argv) {
@@ -276,6 +411,23 @@ Result<std::optional<Config>> ParseCommandLine(int argc, char** argv) {
                "Skip lifecycle metrics and log lines (only to measure their cost)");
   app.add_option("--log-format", log_format,
                  "text or json: one line per lifecycle event, on stderr (default text)");
+  std::string auth_file, tls_cert, tls_key, tls_client_ca;
+  bool insecure_allow_remote = false;
+  app.add_option("--auth-file", auth_file,
+                 "TOML file of principals, roles, queues and token digests (README, Security); "
+                 "reloaded on SIGHUP");
+  app.add_option("--tls-cert", tls_cert, "PEM certificate chain: serve gRPC and HTTP over TLS");
+  app.add_option("--tls-key", tls_key, "PEM private key of --tls-cert");
+  app.add_option("--tls-client-ca", tls_client_ca,
+                 "PEM CA bundle: require client certificates (mTLS); needs --auth-file");
+  app.add_flag("--insecure-allow-remote", insecure_allow_remote,
+               "Allow non-loopback listen addresses without --auth-file (logs a warning)");
+  std::string check_config;
+  bool strict_types = false;
+  app.add_flag("--strict-types", strict_types,
+               "Refuse jobs of types without a [types.NAME] policy (FAILED_PRECONDITION)");
+  app.add_option("--check-config", check_config,
+                 "Validate a config file, list every error and exit (non-zero when invalid)");
   // A repeated flag takes its last value, so wrappers (containers, scripts) can override.
   for (CLI::Option* opt : app.get_options()) {
     if (opt->get_expected_max() == 1) opt->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
@@ -292,19 +444,23 @@ Result<std::optional<Config>> ParseCommandLine(int argc, char** argv) {
     return Status::InvalidArgument(e.what());
   }
 
+  if (!check_config.empty()) {
+    auto parsed = LoadConfigFile(check_config, Config{}, "--check-config");
+    if (!parsed.ok()) return parsed.status();
+    const Policies p = parsed->MakePolicies();
+    std::cout << "ok: " << check_config << ": " << p.queues.size() << " queue and "
+              << p.types.size() << " type policies, policy sha256 " << ToHex(Sha256(p.Canonical()))
+              << "\n";
+    return std::optional<Config>();
+  }
+
   Config c;
   if (!config_file.empty()) {
-    std::ifstream in(config_file);
-    if (!in) return Status::InvalidArgument("--config: cannot read " + config_file);
-    std::stringstream buf;
-    buf << in.rdbuf();
-    auto parsed = ParseConfigToml(buf.str(), c);
-    if (!parsed.ok()) {
-      return Status::InvalidArgument(config_file + ": " + parsed.status().message());
-    }
+    auto parsed = LoadConfigFile(config_file, c, "--config");
+    if (!parsed.ok()) return parsed.status();
     c = std::move(parsed).value();
-    c.config_file = config_file;
   }
+  if (strict_types) c.strict_types = c.strict_types_flag = true;
   if (app.count("--data-dir")) c.data_dir = data_dir;
   if (app.count("--grpc-listen")) c.grpc_listen = grpc_listen;
   if (app.count("--http-listen")) c.http_listen = http_listen;
@@ -336,6 +492,11 @@ Result<std::optional<Config>> ParseCommandLine(int argc, char** argv) {
     LEDGERQ_RETURN_IF_ERROR(CheckLogLevel(log_level, "--log-level"));
     c.log_level = log_level;
   }
+  if (app.count("--auth-file")) c.auth_file = auth_file;
+  if (app.count("--tls-cert")) c.tls_cert = tls_cert;
+  if (app.count("--tls-key")) c.tls_key = tls_key;
+  if (app.count("--tls-client-ca")) c.tls_client_ca = tls_client_ca;
+  if (insecure_allow_remote) c.insecure_allow_remote = true;
   if (c.data_dir.empty()) return Status::InvalidArgument("--data-dir: must not be empty");
   return std::optional<Config>(std::move(c));
 }

@@ -12,6 +12,7 @@
 
 #include "common/status.h"
 #include "scheduler/retry_policy.h"
+#include "server/policy.h"
 #include "storage/job_store.h"
 
 namespace ledgerq::server {
@@ -30,36 +31,49 @@ struct Config {
   bool lifecycle_events = true;
   // The retry policy of queues without their own; max_attempts is --default-max-attempts.
   scheduler::RetryPolicy retry;
-  // Per-queue policies from [queues.NAME] tables, fully resolved over `retry`.
-  std::map<std::string, scheduler::RetryPolicy> queues;
+  // [queues.NAME] and [types.NAME] declarations (server/policy.h); resolved per (queue, type)
+  // over `retry` and `max_payload_bytes` by MakePolicies().
+  std::map<std::string, PolicyDecl> queue_decls;
+  std::map<std::string, PolicyDecl> type_decls;
+  bool strict_types = false;       // refuse undeclared job types (file or flag)
+  bool strict_types_flag = false;  // --strict-types was given: a reload keeps it on
   double redrive_rate = 5000;  // jobs per second moved back by a queue-wide redrive
-  // Per-queue words masked in the payload snapshots of failed attempts ([queues.NAME]
-  // mask-fields); queues without their own use server::DefaultMaskFields().
-  std::map<std::string, std::vector<std::string>> queue_masks;
+
+  Policies MakePolicies() const {
+    return Policies{retry, max_payload_bytes, strict_types, queue_decls, type_decls};
+  }
 
   // Governance. Without an auth file every caller is "anonymous" with every permission, so
   // ledgerqd then listens on loopback only unless insecure_allow_remote is set.
   std::string auth_file;
-  std::string tls_cert;       // PEM; with tls_key, gRPC and HTTP are served over TLS
+  std::string tls_cert;  // PEM; with tls_key, gRPC and HTTP are served over TLS
   std::string tls_key;
   std::string tls_client_ca;  // PEM; client certificates are required, their subject names
                               // the principal (mTLS)
   bool insecure_allow_remote = false;
 
-  const scheduler::RetryPolicy& PolicyOf(const std::string& queue) const {
-    auto it = queues.find(queue);
-    return it == queues.end() ? retry : it->second;
-  }
+  // Automatic log archiving (server/housekeeping.h): events older than archive_after are
+  // exported to archive_dir/audit-<from>-<to>.jsonl, then removed from the log. Off unless both
+  // are set.
+  std::string archive_dir;
+  std::chrono::microseconds archive_after{0};
 };
 
 // Applies the keys of a TOML document over `base`. Top-level keys are the long flag names
 // (data-dir, grpc-listen, http-listen, sync, max-payload-bytes, dedup-window,
 // default-max-attempts, log-level, log-format, backoff-base, backoff-factor, backoff-cap,
-// redrive-rate); a [queues.NAME] table may set max-attempts, backoff-base, backoff-factor and
-// backoff-cap for one queue. Unknown keys and wrong types are errors naming the key.
+// redrive-rate, strict-types); [queues.NAME] and [types.NAME] tables declare policies (see
+// README "Queue and job-type policies"). Unknown keys and wrong types are errors naming the
+// key; every error is reported, one per line.
 [[nodiscard]] Result<Config> ParseConfigToml(std::string_view text, Config base);
 
-// Parses argv. Returns nullopt when --help or --version was printed (exit 0).
+// Reads and parses a config file over `base`; errors start with the file's name (and list
+// every problem, one per line). `flag` names the flag that gave the path.
+[[nodiscard]] Result<Config> LoadConfigFile(const std::string& path, Config base,
+                                            std::string_view flag);
+
+// Parses argv. Returns nullopt when --help, --version or --check-config printed and the
+// process should exit 0.
 [[nodiscard]] Result<std::optional<Config>> ParseCommandLine(int argc, char** argv);
 
 [[nodiscard]] Result<storage::SyncMode> ParseSyncMode(std::string_view text);

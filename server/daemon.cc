@@ -11,11 +11,15 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <future>
 #include <iostream>
 #include <thread>
 
 #include "metrics/metrics.h"
 #include "scheduler/dispatcher.h"
+#include "server/audit_service.h"
+#include "server/auth.h"
+#include "server/housekeeping.h"
 #include "server/http_server.h"
 #include "server/job_service.h"
 #include "server/lifecycle.h"
@@ -24,21 +28,113 @@
 
 namespace ledgerq::server {
 
+namespace {
+
+// Records policies in the log (a POLICY_CHANGED event when they differ from the last recorded
+// ones); `done` gets the version in force, on the storage finisher thread.
+void RecordPolicies(storage::JobStore* store, const Policies& p, const std::string& source,
+                    std::string_view why, std::function<void(Result<uint64_t>)> done) {
+  const std::string digest = ToHex(Sha256(p.Canonical()));
+  store->RecordPolicy(Sha256(p.Canonical()), std::string(why) + ": " + source, "ledgerqd",
+                      [done = std::move(done), digest, source](Result<storage::PolicyVersion> v) {
+                        if (!v.ok()) {
+                          done(Status(v.status().code(),
+                                      "recording the policy: " + v.status().message()));
+                          return;
+                        }
+                        if (v->changed) {
+                          spdlog::info("policy version {} (sha256 {}) from {}", v->version,
+                                       digest, source);
+                        } else {
+                          spdlog::info("policy version {} unchanged (sha256 {})", v->version,
+                                       digest);
+                        }
+                        done(v->version);
+                      });
+}
+
+// SIGHUP: re-reads the config file's [queues.*] and [types.*] tables and strict-types (other
+// keys take effect at the next start). An invalid file keeps the policy in force; a valid one is
+// recorded (POLICY_CHANGED when it differs) and takes effect once durable.
+void ReloadPolicies(const Config& config, storage::JobStore* store, LivePolicies* live,
+                    std::atomic<bool>* busy) {
+  if (config.config_file.empty()) return;
+  auto fresh = LoadConfigFile(config.config_file, Config{}, "--config");
+  const uint64_t in_force = live->Get()->version;
+  if (!fresh.ok()) {
+    spdlog::error("SIGHUP: keeping policy version {}: {}", in_force, fresh.status().message());
+    return;
+  }
+  if (busy->exchange(true)) {
+    spdlog::warn("SIGHUP: a policy reload is still being recorded; send SIGHUP again later");
+    return;
+  }
+  Config next = config;  // defaults and flags as started
+  next.queue_decls = fresh->queue_decls;
+  next.type_decls = fresh->type_decls;
+  next.strict_types = fresh->strict_types || config.strict_types_flag;
+  Policies p = next.MakePolicies();
+  RecordPolicies(store, p, config.config_file, "SIGHUP",
+                 [live, busy, p, in_force](Result<uint64_t> v) mutable {
+                   if (v.ok()) {
+                     live->Set(std::move(p), *v);
+                   } else {
+                     spdlog::error("SIGHUP: keeping policy version {}: {}", in_force,
+                                   v.status().message());
+                   }
+                   busy->store(false);
+                 });
+}
+
+}  // namespace
+
 Status RunDaemon(const Config& config) {
   auto grpc_ep = ParseEndpoint(config.grpc_listen, "--grpc-listen");
   if (!grpc_ep.ok()) return grpc_ep.status();
   auto http_ep = ParseEndpoint(config.http_listen, "--http-listen");
   if (!http_ep.ok()) return http_ep.status();
+  bool remote_unauthenticated = false;
+  LEDGERQ_RETURN_IF_ERROR(CheckTransport(config, &remote_unauthenticated));
+  if (remote_unauthenticated) {
+    spdlog::warn(
+        "--insecure-allow-remote: listening beyond loopback without --auth-file; every caller "
+        "that reaches grpc={} http={} acts as admin",
+        config.grpc_listen, config.http_listen);
+  }
+  auto grpc_creds = GrpcServerCredentials(config);
+  if (!grpc_creds.ok()) return grpc_creds.status();
 
   metrics::Metrics metrics(LEDGERQ_VERSION);
+  Authorizer auth(config.auth_file, &metrics);
+  LEDGERQ_RETURN_IF_ERROR(auth.Load());
+  if (auth.enabled()) {
+    spdlog::info("auth file {}: {} principals", config.auth_file,
+                 auth.table()->principals().size());
+  }
   Lifecycle lifecycle(&metrics, spdlog::get("lifecycle"),
                       config.log_format == "json" ? LogFormat::kJson : LogFormat::kText);
+  // Retention policies come from the live policies, which exist once the store is open; until
+  // then (no job can finish before the services start) nothing is retained specially.
+  std::atomic<const LivePolicies*> live_policies{nullptr};
   storage::StoreOptions so;
-  if (config.lifecycle_events) {
-    so.on_durable = [&lifecycle](const std::vector<storage::ObservedEvent>& events) {
-      lifecycle.OnDurable(events);
-    };
-  }
+  so.retention = [&live_policies](const std::string& queue, const std::string& type) {
+    const LivePolicies* live = live_policies.load();
+    return live ? live->Get()->policies.Resolve(queue, type).retention : storage::RetentionPolicy{};
+  };
+  // Retention removes finished records in the store; the dispatcher's counts follow once it
+  // exists (nothing is removed before the housekeeper starts, after recovery).
+  std::atomic<scheduler::Dispatcher*> counts{nullptr};
+  so.on_durable = [&lifecycle, &counts, lifecycle_on = config.lifecycle_events](
+                      const std::vector<storage::ObservedEvent>& events) {
+    if (lifecycle_on) lifecycle.OnDurable(events);
+    scheduler::Dispatcher* d = counts.load();
+    if (!d) return;
+    for (const auto& e : events) {
+      if (e.event.type() == storage::v1::EVENT_RECORD_REMOVED) {
+        d->OnRemoved(e.event.job_id(), e.event.queue(), e.event.from_state());
+      }
+    }
+  };
   so.data_dir = config.data_dir;
   so.sync = config.sync;
   so.dedup_window = config.dedup_window;
@@ -57,12 +153,32 @@ Status RunDaemon(const Config& config) {
   auto head = store->Head();
   spdlog::info("opened {} (events={}, next job id={}, sync={})", config.data_dir, head.seq,
                head.next_job_id, storage::SyncModeName(config.sync));
+  // The queue and job-type policies, versioned in the log before any job is admitted under them.
+  LivePolicies policies(config.MakePolicies());
+  const std::string policy_source = config.config_file.empty() ? "flags" : config.config_file;
+  {
+    std::promise<Result<uint64_t>> recorded;
+    RecordPolicies(store.get(), config.MakePolicies(), policy_source, "start",
+                   [&recorded](Result<uint64_t> v) { recorded.set_value(std::move(v)); });
+    auto version = recorded.get_future().get();
+    if (!version.ok()) return version.status();
+    policies.Set(config.MakePolicies(), *version);
+  }
+  live_policies.store(&policies);
 
   std::atomic<bool> draining{false};
   boost::asio::io_context ioc(1);
   // Installed before anything is announced, so a SIGTERM sent the moment the daemon says it
   // listens still drains instead of killing it.
   boost::asio::signal_set signals(ioc, SIGINT, SIGTERM);
+  boost::asio::signal_set hangups(ioc, SIGHUP);  // reloads, below
+  HttpAuthorizeFn authorize_metrics;             // null: /metrics is open
+  if (auth.enabled()) {
+    authorize_metrics = [&auth](std::string_view authorization, std::string_view cn,
+                                std::string_view subject) {
+      return auth.AuthenticateHttp(authorization, cn, subject);
+    };
+  }
   HttpServer http(ioc, HttpRoutes{
                            .metrics = [&metrics] { return metrics.Expose(); },
                            .alive = [] { return true; },
@@ -71,25 +187,33 @@ Status RunDaemon(const Config& config) {
                              Status health = store->Health();
                              return health.ok() ? "" : "writes refused: " + health.message();
                            },
+                           .authorize_metrics = authorize_metrics,
                        });
+  if (!config.tls_cert.empty()) {
+    LEDGERQ_RETURN_IF_ERROR(
+        http.UseTls(TlsFiles{config.tls_cert, config.tls_key, config.tls_client_ca}));
+  }
   LEDGERQ_RETURN_IF_ERROR(http.Listen(*http_ep));
 
   scheduler::DispatcherOptions dopts;
   dopts.default_policy = config.retry;
-  dopts.queue_policies = config.queues;
+  dopts.policy_of = [&policies](const std::string& queue, const std::string& type) {
+    ResolvedPolicy r = policies.Get()->policies.Resolve(queue, type);
+    return scheduler::JobPolicy{r.retry, r.min_lease, r.max_lease};
+  };
   dopts.redrive_per_second = config.redrive_rate;
-  auto masks_of = [&config](const std::string& queue) -> const std::vector<std::string>& {
-    auto it = config.queue_masks.find(queue);
-    return it == config.queue_masks.end() ? DefaultMaskFields() : it->second;
+  auto masks_of = [&policies](const std::string& queue, const std::string& type) {
+    return policies.Get()->policies.Resolve(queue, type).mask_fields;
   };
   storage::JobStore* store_ptr = store.get();
   dopts.payload_snapshot = [store_ptr, masks_of](uint64_t id) -> std::string {
     auto job = store_ptr->GetJob(id);
     auto payload = store_ptr->GetPayload(id);
     if (!job.ok() || !payload.ok()) return "";
-    return PayloadSnapshot(*payload, masks_of(job->queue()));
+    return PayloadSnapshot(*payload, masks_of(job->queue(), job->type()));
   };
   scheduler::Dispatcher dispatcher(store.get(), ioc, dopts);
+  counts.store(&dispatcher);
   {
     const auto start = std::chrono::steady_clock::now();
     LEDGERQ_RETURN_IF_ERROR(dispatcher.Recover());
@@ -98,18 +222,25 @@ Status RunDaemon(const Config& config) {
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
                  stats.active_leases);
   }
+  // Retention sweeps and automatic archiving, on their own thread (after recovery, so the
+  // dispatcher never indexes a record a sweep is removing). Stopped before the store closes.
+  Housekeeper housekeeper(store.get(), &metrics, SystemClock::Instance(),
+                          HousekeepingOptions{.archive_dir = config.archive_dir,
+                                              .archive_after = config.archive_after});
+  housekeeper.Start();
 
-  EnqueueLimits limits{config.max_payload_bytes, config.retry.max_attempts, {}};
-  for (const auto& [name, policy] : config.queues)
-    limits.queue_max_attempts[name] = policy.max_attempts;
+  EnqueueLimits limits{config.max_payload_bytes, config.retry.max_attempts, &policies};
   JobServiceImpl jobs(
       store.get(), &metrics, SystemClock::Instance(), limits,
       JobObserver{
           .created = [&dispatcher](const auto& job) { dispatcher.OnCreated(job); },
           .cancelled = [&dispatcher](const auto& job) { dispatcher.OnCancelled(job); },
-      });
-  WorkerServiceImpl workers(&dispatcher, store.get(), &metrics, SystemClock::Instance(), masks_of);
-  AdminServiceImpl admin(&dispatcher, store.get(), &metrics, SystemClock::Instance());
+      },
+      &auth);
+  WorkerServiceImpl workers(&dispatcher, store.get(), &metrics, SystemClock::Instance(), masks_of,
+                            &auth);
+  AdminServiceImpl admin(&dispatcher, store.get(), &metrics, SystemClock::Instance(), &auth);
+  AuditServiceImpl audit(&dispatcher, store.get(), &metrics, SystemClock::Instance(), &auth);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -141,7 +272,7 @@ Status RunDaemon(const Config& config) {
   grpc::ResourceQuota quota("ledgerqd-grpc");
   quota.Resize(kGrpcMemoryQuotaBytes);
   builder.SetResourceQuota(quota);
-  builder.AddListeningPort(config.grpc_listen, grpc::InsecureServerCredentials(), &grpc_port);
+  builder.AddListeningPort(config.grpc_listen, *grpc_creds, &grpc_port);
   // A batch of 1000 items can carry far more than one payload; allow headroom above the limit.
   const uint64_t max_msg =
       std::max<uint64_t>(16ull << 20, 2 * config.max_payload_bytes + (1 << 20));
@@ -149,6 +280,7 @@ Status RunDaemon(const Config& config) {
   builder.RegisterService(&jobs);
   builder.RegisterService(&workers);
   builder.RegisterService(&admin);
+  builder.RegisterService(&audit);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || grpc_port == 0) {
     http.Stop();
@@ -199,9 +331,27 @@ Status RunDaemon(const Config& config) {
   refresh();
 
   std::thread drainer;
+  // SIGHUP re-reads what may change while running; each part validates first and keeps what
+  // it had on error (logging why). Policies can join the auth file here.
+  std::atomic<bool> reloading_policies{false};
+  auto reload = [&] {
+    spdlog::info("received SIGHUP: reloading");
+    (void)auth.Reload();  // logs the outcome itself
+    ReloadPolicies(config, store.get(), &policies, &reloading_policies);
+  };
+  std::function<void()> await_hangup = [&] {
+    hangups.async_wait([&](const boost::system::error_code& ec, int) {
+      if (ec || draining) return;
+      reload();
+      await_hangup();
+    });
+  };
+  await_hangup();
+
   signals.async_wait([&](const boost::system::error_code& ec, int signo) {
     if (ec) return;
     spdlog::info("received signal {}: draining", signo);
+    hangups.cancel();
     draining = true;
     server->GetHealthCheckService()->SetServingStatus(false);
     dispatcher.Stop();  // parked long-polls answer now, with no jobs
@@ -218,6 +368,7 @@ Status RunDaemon(const Config& config) {
   ioc.run();
   if (drainer.joinable()) drainer.join();
   server->Wait();
+  housekeeper.Stop();
   Status st = store->Close();
   if (st.ok()) spdlog::info("closed {} cleanly", config.data_dir);
   return st;

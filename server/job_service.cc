@@ -15,12 +15,13 @@ std::string_view MetadataValue(const grpc::CallbackServerContext* ctx, std::stri
 }  // namespace
 
 JobServiceImpl::JobServiceImpl(storage::JobStore* store, metrics::Metrics* metrics, Clock* clock,
-                               EnqueueLimits limits, JobObserver observer)
+                               EnqueueLimits limits, JobObserver observer, const Authorizer* auth)
     : store_(store),
       metrics_(metrics),
       clock_(clock),
       limits_(limits),
-      observer_(std::move(observer)) {}
+      observer_(std::move(observer)),
+      auth_(auth ? auth : NoAuth()) {}
 
 void FinishCall(metrics::Metrics* metrics, grpc::ServerUnaryReactor* reactor, const char* method,
                 const grpc::Status& st) {
@@ -31,6 +32,16 @@ void FinishCall(metrics::Metrics* metrics, grpc::ServerUnaryReactor* reactor, co
 void JobServiceImpl::Finish(grpc::ServerUnaryReactor* reactor, const char* method,
                             const grpc::Status& st) {
   FinishCall(metrics_, reactor, method, st);
+}
+
+// Authenticates a job read and refuses roles that may read no job at all; which job may be read
+// is decided once it is found (CheckJobRead).
+grpc::Status JobServiceImpl::AuthorizeRead(grpc::CallbackServerContext* ctx, const char* method,
+                                           Caller* caller) {
+  grpc::Status a = auth_->Authenticate(ctx, method, caller);
+  if (!a.ok()) return a;
+  if (caller->Allows(Permission::kReadJobs) || caller->Allows(Permission::kReadOwnJobs)) return a;
+  return auth_->CheckQueue(*caller, Permission::kReadJobs, method, {});
 }
 
 // Lifecycle metrics and logs come from the store's durable events (server/lifecycle.h); this
@@ -44,20 +55,27 @@ grpc::ServerUnaryReactor* JobServiceImpl::Enqueue(grpc::CallbackServerContext* c
                                                   const v1::EnqueueRequest* req,
                                                   v1::EnqueueResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  if (auto a = auth_->Check(ctx, Permission::kEnqueue, "Enqueue", &caller, req->queue()); !a.ok()) {
+    Finish(reactor, "Enqueue", a);
+    return reactor;
+  }
   const int64_t now = clock_->WallMicros();
   std::vector<storage::NewJob> items(1);
   Status st = ToNewJob(*req, limits_, now, MetadataValue(ctx, "traceparent"), &items[0],
-                       MetadataValue(ctx, "tracestate"));
+                       MetadataValue(ctx, "tracestate"), caller.name);
   if (!st.ok()) {
     Finish(reactor, "Enqueue", ToGrpcStatus(st));
     return reactor;
   }
-  store_->Enqueue(std::move(items), kAnonymous,
-                  [this, reactor, resp](std::vector<storage::EnqueueOutcome> outcomes) {
+  const bool payloads = caller.payloads();
+  store_->Enqueue(std::move(items), caller.name,
+                  [this, reactor, resp, payloads](std::vector<storage::EnqueueOutcome> outcomes) {
                     const auto& o = outcomes[0];
                     if (o.status.ok()) {
                       Record(o);
                       *resp->mutable_job() = ToApiJob(o.job, clock_->WallMicros());
+                      if (!payloads) OmitPayload(resp->mutable_job());
                       resp->set_deduplicated(o.deduplicated);
                     }
                     Finish(reactor, "Enqueue", ToGrpcStatus(o.status));
@@ -69,6 +87,11 @@ grpc::ServerUnaryReactor* JobServiceImpl::EnqueueBatch(grpc::CallbackServerConte
                                                        const v1::EnqueueBatchRequest* req,
                                                        v1::EnqueueBatchResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  if (auto a = auth_->Check(ctx, Permission::kEnqueue, "EnqueueBatch", &caller); !a.ok()) {
+    Finish(reactor, "EnqueueBatch", a);
+    return reactor;
+  }
   const int n = req->items_size();
   if (n == 0 || n > static_cast<int>(kMaxBatchItems)) {
     Finish(reactor, "EnqueueBatch",
@@ -86,7 +109,15 @@ grpc::ServerUnaryReactor* JobServiceImpl::EnqueueBatch(grpc::CallbackServerConte
   for (int i = 0; i < n; ++i) {
     auto* result = resp->add_results();
     storage::NewJob job;
-    Status st = ToNewJob(req->items(i), limits_, now, md_tp, &job, md_ts);
+    if (auto a =
+            auth_->CheckQueue(caller, Permission::kEnqueue, "EnqueueBatch", req->items(i).queue());
+        !a.ok()) {
+      result->mutable_error()->set_code(static_cast<int>(a.error_code()));
+      result->mutable_error()->set_message("items[" + std::to_string(i) +
+                                           "].queue: " + a.error_message());
+      continue;
+    }
+    Status st = ToNewJob(req->items(i), limits_, now, md_tp, &job, md_ts, caller.name);
     if (!st.ok()) {
       result->mutable_error()->set_code(static_cast<int>(ToGrpcCode(st.code())));
       result->mutable_error()->set_message("items[" + std::to_string(i) + "]." + st.message());
@@ -99,9 +130,10 @@ grpc::ServerUnaryReactor* JobServiceImpl::EnqueueBatch(grpc::CallbackServerConte
     Finish(reactor, "EnqueueBatch", grpc::Status::OK);
     return reactor;
   }
+  const bool payloads = caller.payloads();
   store_->Enqueue(
-      std::move(items), kAnonymous,
-      [this, reactor, resp, slot_of](std::vector<storage::EnqueueOutcome> outcomes) {
+      std::move(items), caller.name,
+      [this, reactor, resp, slot_of, payloads](std::vector<storage::EnqueueOutcome> outcomes) {
         const int64_t now = clock_->WallMicros();
         for (size_t k = 0; k < outcomes.size(); ++k) {
           auto& o = outcomes[k];
@@ -109,6 +141,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::EnqueueBatch(grpc::CallbackServerConte
           if (o.status.ok()) {
             Record(o);
             *result->mutable_ok()->mutable_job() = ToApiJob(o.job, now);
+            if (!payloads) OmitPayload(result->mutable_ok()->mutable_job());
             result->mutable_ok()->set_deduplicated(o.deduplicated);
           } else {
             result->mutable_error()->set_code(static_cast<int>(ToGrpcCode(o.status.code())));
@@ -123,6 +156,11 @@ grpc::ServerUnaryReactor* JobServiceImpl::EnqueueBatch(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* ctx,
                                                  const v1::GetJobRequest* req, v1::Job* resp) {
   auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  if (auto a = AuthorizeRead(ctx, "GetJob", &caller); !a.ok()) {
+    Finish(reactor, "GetJob", a);
+    return reactor;
+  }
   Result<storage::JobRecord> rec = Status::InvalidArgument("id or idempotency: give one");
   if (req->has_id()) {
     rec = req->id() == 0 ? Result<storage::JobRecord>(Status::InvalidArgument("id: must be > 0"))
@@ -137,7 +175,16 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* ct
     Finish(reactor, "GetJob", ToGrpcStatus(rec.status()));
     return reactor;
   }
+  if (auto a = auth_->CheckJobRead(caller, "GetJob", rec->queue(), rec->submitted_by()); !a.ok()) {
+    Finish(reactor, "GetJob", a);
+    return reactor;
+  }
   *resp = ToApiJob(*rec, clock_->WallMicros());
+  if (!caller.payloads()) {
+    OmitPayload(resp);  // not even read from storage
+    Finish(reactor, "GetJob", grpc::Status::OK);
+    return reactor;
+  }
   auto payload = store_->GetPayload(rec->id());
   if (payload.ok()) {
     resp->set_payload(std::move(payload).value());
@@ -145,7 +192,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* ct
     Finish(reactor, "GetJob", ToGrpcStatus(payload.status()));
     return reactor;
   }
-  if (rec->result_size() > 0) {
+  if (rec->result_size() > 0 && !rec->payload_purged()) {  // purged: both gone, digests kept
     auto result = store_->GetResult(rec->id());
     if (!result.ok()) {
       Finish(reactor, "GetJob", ToGrpcStatus(result.status()));
@@ -161,6 +208,11 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJobHistory(grpc::CallbackServerCont
                                                         const v1::GetJobHistoryRequest* req,
                                                         v1::GetJobHistoryResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  if (auto a = AuthorizeRead(ctx, "GetJobHistory", &caller); !a.ok()) {
+    Finish(reactor, "GetJobHistory", a);
+    return reactor;
+  }
   std::vector<uint64_t> ids;
   Status st;
   if (req->has_id()) {
@@ -192,12 +244,27 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJobHistory(grpc::CallbackServerCont
     st = Status::InvalidArgument("id, idempotency or trace_id: give one");
   }
   const int64_t now = clock_->WallMicros();
+  const bool by_trace = req->selector_case() == v1::GetJobHistoryRequest::kTraceId;
+  uint64_t first_denied = 0;
   for (uint64_t id : ids) {
     if (!st.ok()) break;
     auto job = store_->GetJob(id);
     if (!job.ok()) {
       st = job.status();
       break;
+    }
+    // A trace may span queues and producers: the caller sees the jobs it may read, and is
+    // refused only when that is none of them.
+    if (by_trace) {
+      if (!caller.MayReadJob(job->queue(), job->submitted_by())) {
+        if (first_denied == 0) first_denied = id;
+        continue;
+      }
+    } else if (auto a =
+                   auth_->CheckJobRead(caller, "GetJobHistory", job->queue(), job->submitted_by());
+               !a.ok()) {
+      Finish(reactor, "GetJobHistory", a);
+      return reactor;
     }
     auto events = store_->GetJobEvents(id);
     if (!events.ok()) {
@@ -207,6 +274,17 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJobHistory(grpc::CallbackServerCont
     auto* h = resp->add_jobs();
     *h->mutable_job() = ToApiJob(*job, now);
     for (const auto& ev : *events) *h->add_events() = ToApiEvent(ev);
+    if (!caller.payloads()) {
+      OmitPayload(h->mutable_job());
+      for (auto& ev : *h->mutable_events()) OmitPayload(&ev);
+    }
+  }
+  if (st.ok() && resp->jobs_size() == 0 && first_denied != 0) {
+    auto job = store_->GetJob(first_denied);
+    Finish(reactor, "GetJobHistory",
+           auth_->CheckJobRead(caller, "GetJobHistory", job.ok() ? job->queue() : "",
+                               job.ok() ? job->submitted_by() : ""));
+    return reactor;
   }
   Finish(reactor, "GetJobHistory", ToGrpcStatus(st));
   return reactor;
@@ -216,6 +294,11 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext*
                                                     const v1::CancelJobRequest* req,
                                                     v1::Job* resp) {
   auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  if (auto a = auth_->Check(ctx, Permission::kCancel, "CancelJob", &caller); !a.ok()) {
+    Finish(reactor, "CancelJob", a);
+    return reactor;
+  }
   if (req->id() == 0) {
     Finish(reactor, "CancelJob",
            grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "id: must be > 0"));
@@ -226,11 +309,25 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext*
            grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "reason: longer than 1024 bytes"));
     return reactor;
   }
-  store_->Cancel(req->id(), kAnonymous, req->reason(),
-                 [this, reactor, resp](Result<storage::JobRecord> rec) {
+  if (caller.principal != nullptr) {  // auth on: the job's queue must be one of the caller's
+    auto job = store_->GetJob(req->id());
+    if (!job.ok()) {
+      Finish(reactor, "CancelJob", ToGrpcStatus(job.status()));
+      return reactor;
+    }
+    if (auto a = auth_->CheckQueue(caller, Permission::kCancel, "CancelJob", job->queue());
+        !a.ok()) {
+      Finish(reactor, "CancelJob", a);
+      return reactor;
+    }
+  }
+  const bool payloads = caller.payloads();
+  store_->Cancel(req->id(), caller.name, req->reason(),
+                 [this, reactor, resp, payloads](Result<storage::JobRecord> rec) {
                    if (rec.ok()) {
                      if (observer_.cancelled) observer_.cancelled(*rec);
                      *resp = ToApiJob(*rec, clock_->WallMicros());
+                     if (!payloads) OmitPayload(resp);
                    }
                    Finish(reactor, "CancelJob", ToGrpcStatus(rec.status()));
                  });

@@ -8,6 +8,7 @@
 #include "common/clock.h"
 #include "ledgerq/v1/ledgerq.grpc.pb.h"
 #include "metrics/metrics.h"
+#include "server/auth.h"
 #include "server/job_mapping.h"
 #include "storage/job_store.h"
 
@@ -22,7 +23,7 @@ struct JobObserver {
 class JobServiceImpl final : public v1::JobService::CallbackService {
  public:
   JobServiceImpl(storage::JobStore* store, metrics::Metrics* metrics, Clock* clock,
-                 EnqueueLimits limits, JobObserver observer = {});
+                 EnqueueLimits limits, JobObserver observer = {}, const Authorizer* auth = nullptr);
 
   grpc::ServerUnaryReactor* Enqueue(grpc::CallbackServerContext* ctx, const v1::EnqueueRequest* req,
                                     v1::EnqueueResponse* resp) override;
@@ -40,19 +41,21 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
  private:
   void Finish(grpc::ServerUnaryReactor* reactor, const char* method, const grpc::Status& st);
   void Record(const storage::EnqueueOutcome& outcome);
+  grpc::Status AuthorizeRead(grpc::CallbackServerContext* ctx, const char* method, Caller* caller);
 
   storage::JobStore* store_;
   metrics::Metrics* metrics_;
   Clock* clock_;
   EnqueueLimits limits_;
   JobObserver observer_;
+  const Authorizer* auth_;  // never null: NoAuth() when built without one
 };
 
 // Finishes a unary call and counts it in ledgerq_grpc_requests_total (metrics may be null).
 void FinishCall(metrics::Metrics* metrics, grpc::ServerUnaryReactor* reactor, const char* method,
                 const grpc::Status& st);
 
-// The principal every request acts as until authentication exists.
+// The principal every request acts as when ledgerqd runs without an auth file.
 inline constexpr char kAnonymous[] = "anonymous";
 
 }  // namespace ledgerq::server

@@ -47,8 +47,9 @@ Status CheckDuration(const google::protobuf::Duration& d, microseconds max,
 // A Lease call is a reactor parked in the dispatcher; OnCancel (client gone) unparks it.
 class LeaseReactor final : public grpc::ServerUnaryReactor {
  public:
-  LeaseReactor(scheduler::Dispatcher* d, metrics::Metrics* m, Clock* clock, v1::LeaseResponse* resp)
-      : dispatcher_(d), metrics_(m), clock_(clock), resp_(resp) {}
+  LeaseReactor(scheduler::Dispatcher* d, metrics::Metrics* m, Clock* clock, v1::LeaseResponse* resp,
+               bool payloads)
+      : dispatcher_(d), metrics_(m), clock_(clock), resp_(resp), payloads_(payloads) {}
 
   void Start(scheduler::LeaseParams params) {
     id_ = dispatcher_->Lease(std::move(params),
@@ -74,6 +75,7 @@ class LeaseReactor final : public grpc::ServerUnaryReactor {
         out->set_tracestate(lj.job.tracestate());
         out->set_traceparent(lj.job.attempt_traceparent().empty() ? lj.job.traceparent()
                                                                   : lj.job.attempt_traceparent());
+        if (!payloads_) OmitPayload(out->mutable_job());
       }
     }
     FinishCall(metrics_, this, "Lease", st);
@@ -83,6 +85,7 @@ class LeaseReactor final : public grpc::ServerUnaryReactor {
   metrics::Metrics* metrics_;
   Clock* clock_;
   v1::LeaseResponse* resp_;
+  bool payloads_;
   uint64_t id_ = 0;
 };
 
@@ -105,12 +108,14 @@ v1::QueueInfo ToQueueInfo(const scheduler::QueueStats& s) {
 // ---------------------------------------------------------------------------------------------
 
 WorkerServiceImpl::WorkerServiceImpl(scheduler::Dispatcher* dispatcher, storage::JobStore* store,
-                                     metrics::Metrics* metrics, Clock* clock, MaskFieldsFn masks)
+                                     metrics::Metrics* metrics, Clock* clock, MaskFieldsFn masks,
+                                     const Authorizer* auth)
     : dispatcher_(dispatcher),
       store_(store),
       metrics_(metrics),
       clock_(clock),
-      masks_(std::move(masks)) {}
+      masks_(std::move(masks)),
+      auth_(auth ? auth : NoAuth()) {}
 
 void WorkerServiceImpl::Finish(grpc::ServerUnaryReactor* reactor, const char* method,
                                const grpc::Status& st) {
@@ -119,16 +124,44 @@ void WorkerServiceImpl::Finish(grpc::ServerUnaryReactor* reactor, const char* me
 
 scheduler::Dispatcher::JobCallback WorkerServiceImpl::Answer(grpc::ServerUnaryReactor* reactor,
                                                              const char* method,
-                                                             v1::JobResponse* resp) {
-  return [this, reactor, method, resp](Result<storage::JobRecord> r) {
-    if (r.ok()) *resp->mutable_job() = ToApiJob(*r, clock_->WallMicros());
+                                                             v1::JobResponse* resp, bool payloads) {
+  return [this, reactor, method, resp, payloads](Result<storage::JobRecord> r) {
+    if (r.ok()) {
+      *resp->mutable_job() = ToApiJob(*r, clock_->WallMicros());
+      if (!payloads) OmitPayload(resp->mutable_job());
+    }
     Finish(reactor, method, ToGrpcStatus(r.status()));
   };
+}
+
+grpc::Status WorkerServiceImpl::AuthorizeJobs(grpc::CallbackServerContext* ctx, const char* method,
+                                              const std::vector<uint64_t>& job_ids,
+                                              Caller* caller) {
+  grpc::Status a = auth_->Check(ctx, Permission::kWork, method, caller);
+  if (!a.ok() || caller->AllQueues()) return a;
+  // A snapshot read per job; a job that is not found is left to the dispatcher to refuse.
+  for (uint64_t id : job_ids) {
+    auto job = store_->GetJob(id);
+    if (!job.ok()) continue;
+    a = auth_->CheckQueue(*caller, Permission::kWork, method, job->queue());
+    if (!a.ok()) return a;
+  }
+  return a;
 }
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::Lease(grpc::CallbackServerContext* ctx,
                                                    const v1::LeaseRequest* req,
                                                    v1::LeaseResponse* resp) {
+  Caller caller;
+  grpc::Status a = auth_->Check(ctx, Permission::kWork, "Lease", &caller);
+  for (int i = 0; a.ok() && i < req->queues_size(); ++i) {
+    a = auth_->CheckQueue(caller, Permission::kWork, "Lease", req->queues(i));
+  }
+  if (!a.ok()) {
+    auto* reactor = ctx->DefaultReactor();
+    Finish(reactor, "Lease", a);
+    return reactor;
+  }
   scheduler::LeaseParams p;
   Status st;
   for (const auto& q : req->queues()) {
@@ -146,14 +179,14 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Lease(grpc::CallbackServerContext* 
     st = CheckDuration(req->wait(), std::chrono::seconds(60), "wait", "60s");
     if (st.ok()) p.wait = Us(req->wait());
   }
-  p.principal = kAnonymous;
+  p.principal = caller.name;
   if (st.ok()) st = scheduler::ValidateLease(p, dispatcher_->options());
   if (!st.ok()) {
     auto* reactor = ctx->DefaultReactor();
     Finish(reactor, "Lease", ToGrpcStatus(st));
     return reactor;
   }
-  auto* reactor = new LeaseReactor(dispatcher_, metrics_, clock_, resp);
+  auto* reactor = new LeaseReactor(dispatcher_, metrics_, clock_, resp, caller.payloads());
   reactor->Start(std::move(p));
   return reactor;
 }
@@ -162,6 +195,17 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerConte
                                                        const v1::HeartbeatRequest* req,
                                                        v1::HeartbeatResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  {
+    std::vector<uint64_t> ids;
+    for (int i = 0; i < req->tokens_size() && i < static_cast<int>(kMaxHeartbeatTokens); ++i) {
+      ids.push_back(req->tokens(i).job_id());
+    }
+    if (auto a = AuthorizeJobs(ctx, "Heartbeat", ids, &caller); !a.ok()) {
+      Finish(reactor, "Heartbeat", a);
+      return reactor;
+    }
+  }
   Status st;
   if (req->tokens_size() == 0 || req->tokens_size() > static_cast<int>(kMaxHeartbeatTokens)) {
     st = Status::InvalidArgument("tokens: give 1 to 1000 lease tokens");
@@ -186,7 +230,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerConte
   if (req->set_checkpoint() || !req->checkpoint().empty()) checkpoint = req->checkpoint();
   dispatcher_->Heartbeat(std::move(tokens),
                          req->has_extend_by() ? Us(req->extend_by()) : microseconds(0),
-                         std::move(checkpoint), kAnonymous,
+                         std::move(checkpoint), caller.name,
                          [this, reactor, resp](Result<std::vector<scheduler::HeartbeatOutcome>> r) {
                            if (r.ok()) {
                              for (const auto& o : *r) {
@@ -208,6 +252,11 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Complete(grpc::CallbackServerContex
                                                       const v1::CompleteRequest* req,
                                                       v1::JobResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  if (auto a = AuthorizeJobs(ctx, "Complete", {req->token().job_id()}, &caller); !a.ok()) {
+    Finish(reactor, "Complete", a);
+    return reactor;
+  }
   Status st = CheckToken(req->token(), "token");
   if (st.ok() && req->result().size() > kMaxResultBytes) {
     st = Status::InvalidArgument("result: " + std::to_string(req->result().size()) +
@@ -217,8 +266,8 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Complete(grpc::CallbackServerContex
     Finish(reactor, "Complete", ToGrpcStatus(st));
     return reactor;
   }
-  dispatcher_->Complete(ToToken(req->token()), req->result(), kAnonymous,
-                        Answer(reactor, "Complete", resp));
+  dispatcher_->Complete(ToToken(req->token()), req->result(), caller.name,
+                        Answer(reactor, "Complete", resp, caller.payloads()));
   return reactor;
 }
 
@@ -226,6 +275,17 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::CompleteBatch(grpc::CallbackServerC
                                                            const v1::CompleteBatchRequest* req,
                                                            v1::CompleteBatchResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  {
+    std::vector<uint64_t> ids;
+    for (int i = 0; i < req->items_size() && i < 1000; ++i) {
+      ids.push_back(req->items(i).token().job_id());
+    }
+    if (auto a = AuthorizeJobs(ctx, "CompleteBatch", ids, &caller); !a.ok()) {
+      Finish(reactor, "CompleteBatch", a);
+      return reactor;
+    }
+  }
   Status st;
   if (req->items_size() == 0 || req->items_size() > 1000) {
     st = Status::InvalidArgument("items: must hold 1 to 1000 items, got " +
@@ -246,13 +306,15 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::CompleteBatch(grpc::CallbackServerC
     return reactor;
   }
   dispatcher_->CompleteMany(
-      std::move(items), kAnonymous,
-      [this, reactor, resp](std::vector<Result<storage::JobRecord>> rs) {
+      std::move(items), caller.name,
+      [this, reactor, resp,
+       payloads = caller.payloads()](std::vector<Result<storage::JobRecord>> rs) {
         const int64_t now = clock_->WallMicros();
         for (const auto& r : rs) {
           auto* out = resp->add_results();
           if (r.ok()) {
             *out->mutable_job() = ToApiJob(*r, now);
+            if (!payloads) OmitPayload(out->mutable_job());
           } else {
             out->mutable_error()->set_code(static_cast<int>(ToGrpcCode(r.status().code())));
             out->mutable_error()->set_message(r.status().message());
@@ -267,6 +329,11 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Fail(grpc::CallbackServerContext* c
                                                   const v1::FailRequest* req,
                                                   v1::JobResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  if (auto a = AuthorizeJobs(ctx, "Fail", {req->token().job_id()}, &caller); !a.ok()) {
+    Finish(reactor, "Fail", a);
+    return reactor;
+  }
   Status st = CheckToken(req->token(), "token");
   const auto& e = req->error();
   if (st.ok() && e.kind() != v1::ERROR_KIND_TRANSIENT && e.kind() != v1::ERROR_KIND_PERMANENT) {
@@ -301,10 +368,11 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Fail(grpc::CallbackServerContext* c
   }
   if (auto job = store_->GetJob(req->token().job_id()); job.ok()) {
     auto payload = store_->GetPayload(job->id());
-    if (payload.ok()) f.payload_snapshot = PayloadSnapshot(*payload, masks_(job->queue()));
+    if (payload.ok())
+      f.payload_snapshot = PayloadSnapshot(*payload, masks_(job->queue(), job->type()));
   }
-  dispatcher_->Fail(ToToken(req->token()), std::move(f), retry_after, kAnonymous,
-                    Answer(reactor, "Fail", resp));
+  dispatcher_->Fail(ToToken(req->token()), std::move(f), retry_after, caller.name,
+                    Answer(reactor, "Fail", resp, caller.payloads()));
   return reactor;
 }
 
@@ -312,6 +380,11 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Release(grpc::CallbackServerContext
                                                      const v1::ReleaseRequest* req,
                                                      v1::JobResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  if (auto a = AuthorizeJobs(ctx, "Release", {req->token().job_id()}, &caller); !a.ok()) {
+    Finish(reactor, "Release", a);
+    return reactor;
+  }
   Status st = CheckToken(req->token(), "token");
   if (st.ok() && req->has_delay()) {
     st = CheckDuration(req->delay(), std::chrono::hours(24 * 366), "delay", "1 year");
@@ -321,15 +394,19 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Release(grpc::CallbackServerContext
     return reactor;
   }
   dispatcher_->Release(ToToken(req->token()), req->has_delay() ? Us(req->delay()) : microseconds(0),
-                       kAnonymous, Answer(reactor, "Release", resp));
+                       caller.name, Answer(reactor, "Release", resp, caller.payloads()));
   return reactor;
 }
 
 // ---------------------------------------------------------------------------------------------
 
 AdminServiceImpl::AdminServiceImpl(scheduler::Dispatcher* dispatcher, storage::JobStore* store,
-                                   metrics::Metrics* metrics, Clock* clock)
-    : dispatcher_(dispatcher), store_(store), metrics_(metrics), clock_(clock) {}
+                                   metrics::Metrics* metrics, Clock* clock, const Authorizer* auth)
+    : dispatcher_(dispatcher),
+      store_(store),
+      metrics_(metrics),
+      clock_(clock),
+      auth_(auth ? auth : NoAuth()) {}
 
 void AdminServiceImpl::Finish(grpc::ServerUnaryReactor* reactor, const char* method,
                               const grpc::Status& st) {
@@ -340,8 +417,15 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListQueues(grpc::CallbackServerConte
                                                        const v1::ListQueuesRequest*,
                                                        v1::ListQueuesResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
-  dispatcher_->ListQueues([this, reactor, resp](std::vector<scheduler::QueueStats> qs) {
-    for (const auto& q : qs) *resp->add_queues() = ToQueueInfo(q);
+  Caller caller;
+  if (auto a = auth_->Check(ctx, Permission::kList, "ListQueues", &caller); !a.ok()) {
+    Finish(reactor, "ListQueues", a);
+    return reactor;
+  }
+  dispatcher_->ListQueues([this, reactor, resp, caller](std::vector<scheduler::QueueStats> qs) {
+    for (const auto& q : qs) {
+      if (caller.AllowsQueue(q.name)) *resp->add_queues() = ToQueueInfo(q);
+    }
     Finish(reactor, "ListQueues", grpc::Status::OK);
   });
   return reactor;
@@ -352,12 +436,17 @@ grpc::ServerUnaryReactor* AdminServiceImpl::SetPaused(grpc::CallbackServerContex
                                                       v1::QueueInfo* resp, bool paused,
                                                       const char* method) {
   auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  if (auto a = auth_->Check(ctx, Permission::kPause, method, &caller, req->queue()); !a.ok()) {
+    Finish(reactor, method, a);
+    return reactor;
+  }
   Status st = ValidateName(req->queue(), "queue");
   if (!st.ok()) {
     Finish(reactor, method, ToGrpcStatus(st));
     return reactor;
   }
-  dispatcher_->SetPaused(req->queue(), paused, kAnonymous,
+  dispatcher_->SetPaused(req->queue(), paused, caller.name,
                          [this, reactor, resp, method](Result<scheduler::QueueStats> r) {
                            if (r.ok()) *resp = ToQueueInfo(*r);
                            Finish(reactor, method, ToGrpcStatus(r.status()));
@@ -410,6 +499,11 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListJobs(grpc::CallbackServerContext
                                                      const v1::ListJobsRequest* req,
                                                      v1::ListJobsResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  if (auto a = auth_->Check(ctx, Permission::kList, "ListJobs", &caller, req->queue()); !a.ok()) {
+    Finish(reactor, "ListJobs", a);
+    return reactor;
+  }
   auto page = ParsePage(*req);
   if (!page.ok()) {
     Finish(reactor, "ListJobs", ToGrpcStatus(page.status()));
@@ -433,6 +527,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListJobs(grpc::CallbackServerContext
         if (!req->type().empty() && rec.type() != req->type()) return true;
         v1::Job job = ToApiJob(rec, now);
         if (req->state() != v1::JOB_STATE_UNSPECIFIED && job.state() != req->state()) return true;
+        if (!caller.payloads()) OmitPayload(&job);
         *resp->add_jobs() = std::move(job);
         return true;
       },
@@ -446,23 +541,32 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListDeadLetters(grpc::CallbackServer
                                                             const v1::ListJobsRequest* req,
                                                             v1::ListJobsResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  if (auto a = auth_->Check(ctx, Permission::kList, "ListDeadLetters", &caller, req->queue());
+      !a.ok()) {
+    Finish(reactor, "ListDeadLetters", a);
+    return reactor;
+  }
   auto page = ParsePage(*req);
   if (!page.ok()) {
     Finish(reactor, "ListDeadLetters", ToGrpcStatus(page.status()));
     return reactor;
   }
   const uint32_t size = page->size;
-  dispatcher_->ListDeadIds(req->queue(), page->after, size + 1,
-                           [this, reactor, resp, size](std::vector<uint64_t> ids) {
-                             const int64_t now = clock_->WallMicros();
-                             for (size_t i = 0; i < ids.size() && i < size; ++i) {
-                               auto rec = store_->GetJob(ids[i]);
-                               if (rec.ok()) *resp->add_jobs() = ToApiJob(*rec, now);
-                             }
-                             if (ids.size() > size)
-                               resp->set_next_page_token(std::to_string(ids[size - 1]));
-                             Finish(reactor, "ListDeadLetters", grpc::Status::OK);
-                           });
+  dispatcher_->ListDeadIds(
+      req->queue(), page->after, size + 1,
+      [this, reactor, resp, size, payloads = caller.payloads()](std::vector<uint64_t> ids) {
+        const int64_t now = clock_->WallMicros();
+        for (size_t i = 0; i < ids.size() && i < size; ++i) {
+          auto rec = store_->GetJob(ids[i]);
+          if (!rec.ok()) continue;
+          auto* job = resp->add_jobs();
+          *job = ToApiJob(*rec, now);
+          if (!payloads) OmitPayload(job);
+        }
+        if (ids.size() > size) resp->set_next_page_token(std::to_string(ids[size - 1]));
+        Finish(reactor, "ListDeadLetters", grpc::Status::OK);
+      });
   return reactor;
 }
 
@@ -470,6 +574,16 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Redrive(grpc::CallbackServerContext*
                                                     const v1::RedriveRequest* req,
                                                     v1::RedriveResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  grpc::Status a = auth_->Check(ctx, Permission::kRedrive, "Redrive", &caller, req->queue());
+  for (int i = 0; a.ok() && !caller.AllQueues() && i < req->ids_size() && i < 1000; ++i) {
+    auto job = store_->GetJob(req->ids(i));
+    if (job.ok()) a = auth_->CheckQueue(caller, Permission::kRedrive, "Redrive", job->queue());
+  }
+  if (!a.ok()) {
+    Finish(reactor, "Redrive", a);
+    return reactor;
+  }
   Status st;
   if (req->ids_size() > 0 && !req->queue().empty()) {
     st = Status::InvalidArgument("ids, queue: give one or the other, not both");
@@ -489,7 +603,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Redrive(grpc::CallbackServerContext*
     return reactor;
   }
   if (!req->queue().empty()) {
-    dispatcher_->RedriveQueue(req->queue(), req->limit(), kAnonymous,
+    dispatcher_->RedriveQueue(req->queue(), req->limit(), caller.name,
                               [this, reactor, resp](Result<uint64_t> n) {
                                 if (n.ok()) resp->set_redriven(*n);
                                 Finish(reactor, "Redrive", ToGrpcStatus(n.status()));
@@ -498,8 +612,9 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Redrive(grpc::CallbackServerContext*
   }
   std::vector<uint64_t> ids(req->ids().begin(), req->ids().end());
   dispatcher_->Redrive(
-      std::move(ids), kAnonymous,
-      [this, reactor, resp](std::vector<Result<storage::JobRecord>> rs) {
+      std::move(ids), caller.name,
+      [this, reactor, resp,
+       payloads = caller.payloads()](std::vector<Result<storage::JobRecord>> rs) {
         const int64_t now = clock_->WallMicros();
         uint64_t n = 0;
         for (const auto& r : rs) {
@@ -507,6 +622,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Redrive(grpc::CallbackServerContext*
           if (r.ok()) {
             ++n;
             *out->mutable_ok()->mutable_job() = ToApiJob(*r, now);
+            if (!payloads) OmitPayload(out->mutable_ok()->mutable_job());
           } else {
             out->mutable_error()->set_code(static_cast<int>(ToGrpcCode(r.status().code())));
             out->mutable_error()->set_message(r.status().message());
@@ -522,6 +638,12 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListFailures(grpc::CallbackServerCon
                                                          const v1::ListFailuresRequest* req,
                                                          v1::ListFailuresResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  if (auto a = auth_->Check(ctx, Permission::kList, "ListFailures", &caller, req->queue());
+      !a.ok()) {
+    Finish(reactor, "ListFailures", a);
+    return reactor;
+  }
   Status st;
   if (!req->queue().empty()) st = ValidateName(req->queue(), "queue");
   if (st.ok() && !req->type().empty()) st = ValidateName(req->type(), "type");
@@ -542,6 +664,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListFailures(grpc::CallbackServerCon
   st = store_->ScanFailures(clock_->WallMicros() - since.count(),
                             [&](int64_t at, const storage::FailureRecord& f) {
                               if (!req->queue().empty() && f.queue() != req->queue()) return;
+                              if (!caller.AllowsQueue(f.queue())) return;
                               if (!req->type().empty() && f.job_type() != req->type()) return;
                               auto& grp = groups[{f.queue(), f.job_type(), f.code()}];
                               if (grp.g.count() == 0) {

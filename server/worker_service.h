@@ -10,6 +10,7 @@
 #include "ledgerq/v1/ledgerq.grpc.pb.h"
 #include "metrics/metrics.h"
 #include "scheduler/dispatcher.h"
+#include "server/auth.h"
 #include "storage/job_store.h"
 
 namespace ledgerq::server {
@@ -20,13 +21,15 @@ inline constexpr size_t kMaxErrorDetailsBytes = 16 * 1024;
 inline constexpr size_t kMaxErrorMessageBytes = 4 * 1024;
 inline constexpr size_t kMaxHeartbeatTokens = 1000;
 
-// The words masked in a queue's payload snapshots.
-using MaskFieldsFn = std::function<const std::vector<std::string>&(const std::string& queue)>;
+// The words masked in the payload snapshots of a (queue, job type).
+using MaskFieldsFn =
+    std::function<std::vector<std::string>(const std::string& queue, const std::string& type)>;
 
 class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
  public:
   WorkerServiceImpl(scheduler::Dispatcher* dispatcher, storage::JobStore* store,
-                    metrics::Metrics* metrics, Clock* clock, MaskFieldsFn masks);
+                    metrics::Metrics* metrics, Clock* clock, MaskFieldsFn masks,
+                    const Authorizer* auth = nullptr);
 
   grpc::ServerUnaryReactor* Lease(grpc::CallbackServerContext* ctx, const v1::LeaseRequest* req,
                                   v1::LeaseResponse* resp) override;
@@ -47,19 +50,23 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
  private:
   void Finish(grpc::ServerUnaryReactor* reactor, const char* method, const grpc::Status& st);
   scheduler::Dispatcher::JobCallback Answer(grpc::ServerUnaryReactor* reactor, const char* method,
-                                            v1::JobResponse* resp);
+                                            v1::JobResponse* resp, bool payloads);
+  // Authenticates a call naming leased jobs and checks kWork on each job's queue.
+  grpc::Status AuthorizeJobs(grpc::CallbackServerContext* ctx, const char* method,
+                             const std::vector<uint64_t>& job_ids, Caller* caller);
 
   scheduler::Dispatcher* dispatcher_;
   storage::JobStore* store_;
   metrics::Metrics* metrics_;
   Clock* clock_;
   MaskFieldsFn masks_;
+  const Authorizer* auth_;  // never null: NoAuth() when built without one
 };
 
 class AdminServiceImpl final : public v1::AdminService::CallbackService {
  public:
   AdminServiceImpl(scheduler::Dispatcher* dispatcher, storage::JobStore* store,
-                   metrics::Metrics* metrics, Clock* clock);
+                   metrics::Metrics* metrics, Clock* clock, const Authorizer* auth = nullptr);
 
   grpc::ServerUnaryReactor* ListQueues(grpc::CallbackServerContext* ctx,
                                        const v1::ListQueuesRequest* req,
@@ -89,6 +96,7 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   storage::JobStore* store_;
   metrics::Metrics* metrics_;
   Clock* clock_;
+  const Authorizer* auth_;  // never null: NoAuth() when built without one
 };
 
 }  // namespace ledgerq::server
