@@ -34,23 +34,22 @@ namespace {
 // ones); `done` gets the version in force, on the storage finisher thread.
 void RecordPolicies(storage::JobStore* store, const Policies& p, const std::string& source,
                     std::string_view why, std::function<void(Result<uint64_t>)> done) {
-  const std::string digest = ToHex(Sha256(p.Canonical()));
-  store->RecordPolicy(Sha256(p.Canonical()), std::string(why) + ": " + source, "ledgerqd",
-                      [done = std::move(done), digest, source](Result<storage::PolicyVersion> v) {
-                        if (!v.ok()) {
-                          done(Status(v.status().code(),
-                                      "recording the policy: " + v.status().message()));
-                          return;
-                        }
-                        if (v->changed) {
-                          spdlog::info("policy version {} (sha256 {}) from {}", v->version,
-                                       digest, source);
-                        } else {
-                          spdlog::info("policy version {} unchanged (sha256 {})", v->version,
-                                       digest);
-                        }
-                        done(v->version);
-                      });
+  std::string text = p.Canonical();
+  const std::string digest = ToHex(Sha256(text));
+  store->RecordPolicy(
+      std::move(text), std::string(why) + ": " + source, "ledgerqd",
+      [done = std::move(done), digest, source](Result<storage::PolicyVersion> v) {
+        if (!v.ok()) {
+          done(Status(v.status().code(), "recording the policy: " + v.status().message()));
+          return;
+        }
+        if (v->changed) {
+          spdlog::info("policy version {} (sha256 {}) from {}", v->version, digest, source);
+        } else {
+          spdlog::info("policy version {} unchanged (sha256 {})", v->version, digest);
+        }
+        done(v->version);
+      });
 }
 
 // SIGHUP: re-reads the config file's [queues.*] and [types.*] tables and strict-types (other
@@ -165,6 +164,8 @@ Status RunDaemon(const Config& config) {
     policies.Set(config.MakePolicies(), *version);
   }
   live_policies.store(&policies);
+  std::shared_ptr<void> forget_policies(nullptr,
+                                        [&live_policies](void*) { live_policies.store(nullptr); });
 
   std::atomic<bool> draining{false};
   boost::asio::io_context ioc(1);
@@ -214,6 +215,8 @@ Status RunDaemon(const Config& config) {
   };
   scheduler::Dispatcher dispatcher(store.get(), ioc, dopts);
   counts.store(&dispatcher);
+  // On an early return the store closes after the dispatcher is gone: stop pointing at it first.
+  std::shared_ptr<void> forget_dispatcher(nullptr, [&counts](void*) { counts.store(nullptr); });
   {
     const auto start = std::chrono::steady_clock::now();
     LEDGERQ_RETURN_IF_ERROR(dispatcher.Recover());

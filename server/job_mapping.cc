@@ -350,6 +350,7 @@ v1::JobEvent ToApiEvent(const storage::EventBody& ev) {
   out.set_result_sha256(ev.result_sha256());
   out.set_policy_version(ev.policy_version());
   out.set_policy_digest(ev.policy_digest());
+  out.set_policy_text(ev.policy_text());
   return out;
 }
 

@@ -64,6 +64,7 @@ json ReadableFields(const EventBody& b) {
   put("result_size", b.result_size(), b.result_size() != 0);
   put("policy_version", b.policy_version(), b.policy_version() != 0);
   put("policy_digest", Hex(b.policy_digest()), !b.policy_digest().empty());
+  put("policy_text", b.policy_text(), !b.policy_text().empty());
   put("range_from_seq", b.range_from_seq(), b.range_from_seq() != 0);
   put("range_to_seq", b.range_to_seq(), b.range_to_seq() != 0);
   put("range_head_hash", Hex(b.range_head_hash()), !b.range_head_hash().empty());

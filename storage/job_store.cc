@@ -695,9 +695,10 @@ class QueueOp final : public Op {
 // from the stored one, nothing otherwise.
 class PolicyOp final : public Op {
  public:
-  PolicyOp(Digest digest, std::string summary, std::string principal,
+  PolicyOp(std::string text, std::string summary, std::string principal,
            std::function<void(Result<PolicyVersion>)> done)
-      : digest_(digest),
+      : text_(std::move(text)),
+        digest_(Sha256(text_)),
         summary_(std::move(summary)),
         principal_(std::move(principal)),
         done_(std::move(done)) {}
@@ -727,6 +728,7 @@ class PolicyOp final : public Op {
     ev.set_principal(principal_);
     ev.set_policy_version(state.version());
     ev.set_policy_digest(state.digest());
+    ev.set_policy_text(text_);
     ev.set_reason(summary_);
     txn.AppendEvent(ev);
     txn.WriteMeta(kPolicyKey, EncodeRecord(kMetaFormatVersion, state));
@@ -744,6 +746,7 @@ class PolicyOp final : public Op {
   }
 
  private:
+  std::string text_;
   Digest digest_;
   std::string summary_;
   std::string principal_;
@@ -1686,10 +1689,10 @@ void JobStore::SetQueuePaused(std::string queue, bool paused, std::string princi
       std::make_unique<QueueOp>(std::move(queue), paused, std::move(principal), std::move(done)));
 }
 
-void JobStore::RecordPolicy(Digest digest, std::string summary, std::string principal,
+void JobStore::RecordPolicy(std::string text, std::string summary, std::string principal,
                             std::function<void(Result<PolicyVersion>)> done) {
-  impl_->Submit(std::make_unique<PolicyOp>(digest, std::move(summary), std::move(principal),
-                                           std::move(done)));
+  impl_->Submit(std::make_unique<PolicyOp>(std::move(text), std::move(summary),
+                                           std::move(principal), std::move(done)));
 }
 
 Status JobStore::ScanQueues(

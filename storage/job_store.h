@@ -241,10 +241,11 @@ class JobStore {
   // Durably pauses or resumes a queue, with a QUEUE_PAUSED / QUEUE_RESUMED event.
   void SetQueuePaused(std::string queue, bool paused, std::string principal,
                       std::function<void(Status)> done);
-  // Records the daemon's policy (queue and job-type declarations) by its digest: when it differs
-  // from the stored one, a POLICY_CHANGED event (new version, digest, `summary` as its reason)
-  // is appended. `done` gets the version in force. Call one at a time.
-  void RecordPolicy(Digest digest, std::string summary, std::string principal,
+  // Records the daemon's policy (the canonical text of its queue and job-type declarations) by
+  // its SHA-256: when that differs from the stored digest, a POLICY_CHANGED event (new version,
+  // digest, the text, `summary` as its reason) is appended. `done` gets the version in force.
+  // Call one at a time.
+  void RecordPolicy(std::string text, std::string summary, std::string principal,
                     std::function<void(Result<PolicyVersion>)> done);
 
   [[nodiscard]] Status ScanQueues(

@@ -212,6 +212,8 @@ TEST_CASE(
   CHECK(events[0].policy_version() == 1);
   CHECK(events[1].policy_version() == 2);
   CHECK(events[0].policy_digest() != events[1].policy_digest());
+  CHECK_THAT(events[1].policy_text(), Catch::Contains("refund.v1"));
+  CHECK_THAT(events[0].policy_text(), !Catch::Contains("refund.v1"));
   CHECK_THAT(events[1].reason(), Catch::Contains("SIGHUP"));
   CHECK(events[1].principal() == "ledgerqd");
   auto verified = ledgerq::storage::VerifyChain(data);

@@ -217,7 +217,7 @@ TEST_CASE("the store versions a policy by its digest", "[policy][storage]") {
   ledgerq::testing::TempDir dir;
   auto record = [](storage::JobStore& s, const std::string& text) {
     std::promise<Result<storage::PolicyVersion>> p;
-    s.RecordPolicy(Sha256(text), "test", "ledgerqd",
+    s.RecordPolicy(text, "test", "ledgerqd",
                    [&p](Result<storage::PolicyVersion> v) { p.set_value(std::move(v)); });
     auto v = p.get_future().get();
     REQUIRE(v.ok());
@@ -248,6 +248,7 @@ TEST_CASE("the store versions a policy by its digest", "[policy][storage]") {
     REQUIRE(changes.size() == 2);
     CHECK(changes[1].policy_version() == 2);
     CHECK(changes[1].policy_digest() == std::string(AsBytes(Sha256("b"))));
+    CHECK(changes[1].policy_text() == "b");
     CHECK(changes[1].principal() == "ledgerqd");
     CHECK(changes[1].reason() == "test");
   }
