@@ -1,11 +1,10 @@
 #include "server/policy.h"
 
-#include <fnmatch.h>
-
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "common/duration.h"
+#include "server/auth.h"  // QueueMatches: the same globs as the auth file
 #include "server/payload_snapshot.h"
 
 namespace ledgerq::server {
@@ -37,10 +36,6 @@ Result<JsonType> ParseJsonType(std::string_view text, std::string_view field) {
                                  ": must be string, number, integer, boolean, object or array; "
                                  "got \"" +
                                  std::string(text) + "\"");
-}
-
-bool GlobMatch(const std::string& pattern, const std::string& text) {
-  return fnmatch(pattern.c_str(), text.c_str(), 0) == 0;
 }
 
 namespace {
@@ -164,7 +159,7 @@ Status Policies::Admit(const storage::NewJob& job, std::string_view principal) c
   if (t != types.end() && !t->second.queues.empty()) {
     const auto& qs = t->second.queues;
     if (std::none_of(qs.begin(), qs.end(),
-                     [&](const std::string& p) { return GlobMatch(p, job.queue); })) {
+                     [&](const std::string& p) { return QueueMatches(p, job.queue); })) {
       return Status::FailedPrecondition(
           "queue: type \"" + job.type + "\" may not be enqueued in \"" + job.queue +
           "\" (its policy allows queues " + nlohmann::json(qs).dump() + ")");

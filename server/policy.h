@@ -88,9 +88,6 @@ struct Policies {
 // backoff_base) after `prefix`.
 [[nodiscard]] Status ValidateRetryKeys(const scheduler::RetryPolicy& p, const std::string& prefix);
 
-// True when `text` matches the glob `pattern` (`*`, `?`, `[...]`).
-bool GlobMatch(const std::string& pattern, const std::string& text);
-
 // The policy in force, swapped whole on reload and read lock-free from any thread.
 class LivePolicies {
  public:
