@@ -1,6 +1,6 @@
 // ledgerq-bench: closed-loop load against a running ledgerqd; prints figures, asserts nothing.
 //   ledgerq-bench enqueue --server ADDR [--concurrency 64] [--duration 10s] [--batch 0|N]
-//                         [--payload-bytes 100] [--no-keys]
+//                         [--payload-bytes 100] [--no-keys] [--type T] [--object-payload]
 //   ledgerq-bench cycle --server ADDR [--producers 32 | --rate N] [--workers 4]
 //                       [--lease-batch 64] [--duration 10s]
 //   ledgerq-bench wait-ready --server ADDR --http ADDR [--since-unix-ns T]
@@ -45,6 +45,10 @@ struct Options {
   bool keys = true;
   int channels = 4;
   std::string queue = "bench";
+  std::string type = "bench";
+  // A JSON object {"customer": "...", "amount": 1250} of about payload_bytes, for measuring a
+  // type policy's required-field checks; otherwise a JSON string.
+  bool object_payload = false;
   bool json = false;
   std::string token;  // sent as "authorization: Bearer <token>" (ledgerqd --auth-file)
 };
@@ -74,7 +78,13 @@ class EnqueueBench {
           grpc::CreateCustomChannel(o.server, grpc::InsecureChannelCredentials(), args)));
     }
     payload_ = std::string(o.payload_bytes, 'x');
-    if (o.payload_bytes >= 2) {
+    if (o.object_payload) {
+      const std::string shell = R"({"customer":"","amount":1250})";
+      payload_ =
+          R"({"customer":")" +
+          std::string(o.payload_bytes > shell.size() ? o.payload_bytes - shell.size() : 1, 'c') +
+          R"(","amount":1250})";
+    } else if (o.payload_bytes >= 2) {
       payload_.front() = '"';
       payload_.back() = '"';
     }
@@ -135,7 +145,7 @@ class EnqueueBench {
  private:
   void Fill(v1::EnqueueRequest* r) {
     r->set_queue(o_.queue);
-    r->set_type("bench");
+    r->set_type(o_.type);
     r->set_payload(payload_);
     if (o_.keys) r->set_idempotency_key("k" + std::to_string(next_key_++));
   }
@@ -562,6 +572,9 @@ int main(int argc, char** argv) {
   enqueue->add_option("--jobs", o.max_jobs, "Stop after this many jobs (0: run for --duration)");
   enqueue->add_option("--channels", o.channels, "gRPC connections")->check(CLI::Range(1, 64));
   enqueue->add_option("--queue", o.queue, "Queue to fill");
+  enqueue->add_option("--type", o.type, "Job type (default bench)");
+  enqueue->add_flag("--object-payload", o.object_payload,
+                    "Payload {\"customer\": ..., \"amount\": 1250} instead of a JSON string");
   enqueue->add_option("--token", o.token, "API token (default: env LEDGERQ_TOKEN)")
       ->envname("LEDGERQ_TOKEN");
   enqueue->add_flag("!--no-keys", o.keys, "Send no idempotency keys");
