@@ -186,10 +186,10 @@ TEST_CASE("status codes map to gRPC codes", "[server]") {
 
 TEST_CASE("HTTP routing is a pure function of the request", "[server][http]") {
   bool draining = false;
-  HttpRoutes routes{
-      .metrics = [] { return std::string("ledgerq_up 1\n"); },
-      .alive = [] { return true; },
-      .not_ready_reason = [&]() -> std::string { return draining ? "draining" : ""; }};
+  HttpRoutes routes{.metrics = [] { return std::string("ledgerq_up 1\n"); },
+                    .alive = [] { return true; },
+                    .not_ready_reason = [&]() -> std::string { return draining ? "draining" : ""; },
+                    .authorize_metrics = {}};  // /metrics open
   auto get = [&](const std::string& target, http::verb verb = http::verb::get) {
     HttpRequest req{verb, target, 11};
     return Route(req, routes);
