@@ -256,8 +256,10 @@ Result<Config> ParseConfigToml(std::string_view text, Config base) {
   }
   Config c = std::move(base);
   std::vector<std::string> errors;  // every problem, so --check-config lists them all
-  for (auto&& [key, node] : doc) {
-    const std::string k(key.str());
+  for (auto&& entry : doc) {
+    // Not a structured binding: clang 14 (the fuzz build) cannot capture one in a lambda.
+    const std::string k(entry.first.str());
+    const toml::node& node = entry.second;
     const Key v(k, node);
     auto set_string = [&](std::string* out) -> Status {
       auto s = v.String();
