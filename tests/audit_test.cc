@@ -11,12 +11,16 @@
 #include "storage/reconcile.h"
 #include "storage/testing/log_tamper.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/text.h"
 
 using namespace ledgerq;
 using namespace ledgerq::storage;
 using ledgerq::testing::TempDir;
 
 namespace {
+
+using ledgerq::testing::Join;
+using ledgerq::testing::Lines;
 
 std::unique_ptr<JobStore> OpenStore(const std::string& dir) {
   StoreOptions o;
@@ -54,19 +58,6 @@ std::vector<RawEvent> Raw(const JobStore& store, uint64_t from = 1, uint64_t to 
                                return true;
                              })
               .ok());
-  return out;
-}
-
-std::vector<std::string> Lines(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) out.push_back(line);
-  return out;
-}
-
-std::string Join(const std::vector<std::string>& lines) {
-  std::string out;
-  for (const auto& l : lines) out += l + "\n";
   return out;
 }
 

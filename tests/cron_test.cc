@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/text.h"
+
 using ledgerq::Code;
 using ledgerq::scheduler::CronExpr;
 using ledgerq::scheduler::Rfc3339Utc;
@@ -18,17 +20,9 @@ constexpr int64_t kMin = 60'000'000;
 
 // "2026-11-29T19:05:00Z" (or without seconds) -> unix microseconds, via libc's timegm.
 int64_t At(const char* text) {
-  std::tm tm{};
-  int y = 0, mo = 0, d = 0, h = 0, mi = 0, s = 0;
-  const int n = std::sscanf(text, "%d-%d-%dT%d:%d:%d", &y, &mo, &d, &h, &mi, &s);
-  REQUIRE(n >= 5);
-  tm.tm_year = y - 1900;
-  tm.tm_mon = mo - 1;
-  tm.tm_mday = d;
-  tm.tm_hour = h;
-  tm.tm_min = mi;
-  tm.tm_sec = s;
-  return static_cast<int64_t>(timegm(&tm)) * 1'000'000;
+  const int64_t us = ledgerq::testing::UtcMicros(text);
+  REQUIRE(us >= 0);
+  return us;
 }
 
 CronExpr Cron(const char* text) {

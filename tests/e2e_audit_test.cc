@@ -17,12 +17,16 @@
 #include "tests/support/daemon.h"
 #include "tests/support/e2e_helpers.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/text.h"
 
 using namespace ledgerq;
 using namespace ledgerq::testing;
 using ledgerq::client::Client;
 
 namespace {
+
+using ledgerq::testing::Join;
+using ledgerq::testing::Lines;
 
 // Enqueues `n` jobs on `queue` and completes `complete` of them.
 void Traffic(Client& client, const std::string& queue, int n, int complete) {
@@ -85,19 +89,6 @@ std::string ReadAll(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
-}
-
-std::vector<std::string> Lines(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) out.push_back(line);
-  return out;
-}
-
-std::string Join(const std::vector<std::string>& lines) {
-  std::string out;
-  for (const auto& l : lines) out += l + "\n";
-  return out;
 }
 
 // `ledgerq audit export` into a file; returns the exit code.

@@ -12,6 +12,7 @@
 #include "server/config.h"
 #include "server/schedules.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/text.h"
 
 using namespace ledgerq;
 using namespace ledgerq::server;
@@ -26,16 +27,9 @@ namespace sv1 = ledgerq::storage::v1;
 namespace {
 
 int64_t At(const char* text) {
-  std::tm tm{};
-  int y = 0, mo = 0, d = 0, h = 0, mi = 0, s = 0;
-  REQUIRE(std::sscanf(text, "%d-%d-%dT%d:%d:%d", &y, &mo, &d, &h, &mi, &s) == 6);
-  tm.tm_year = y - 1900;
-  tm.tm_mon = mo - 1;
-  tm.tm_mday = d;
-  tm.tm_hour = h;
-  tm.tm_min = mi;
-  tm.tm_sec = s;
-  return static_cast<int64_t>(timegm(&tm)) * 1'000'000;
+  const int64_t us = ledgerq::testing::UtcMicros(text);
+  REQUIRE(us >= 0);
+  return us;
 }
 
 ScheduleRecord Sched(const std::string& name, const std::string& cron,
