@@ -2,6 +2,8 @@
 #pragma once
 
 #include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,11 +41,44 @@ void PrintTable(const std::vector<std::vector<std::string>>& rows);
 int RunQueues(const Globals& g);
 int RunJobs(const Globals& g, const std::string& queue, const std::string& state,
             const std::string& type, uint32_t limit);
-int RunDlqList(const Globals& g, const std::string& queue, uint32_t limit);
+// `needs_attention`: only dead jobs needing a person, of every queue when `queue` is empty.
+int RunDlqList(const Globals& g, const std::string& queue, uint32_t limit,
+               bool needs_attention = false);
+int RunDlqResolve(const Globals& g, const std::vector<uint64_t>& ids, const std::string& note);
 int RunDlqRedrive(const Globals& g, const std::string& queue, uint32_t limit, uint64_t id);
 int RunPause(const Globals& g, const std::string& queue, bool pause);
 int RunFailures(const Globals& g, const std::string& since, const std::string& queue,
                 const std::string& type);
+
+// --payload: JSON inline, or @FILE / @- for raw bytes.
+[[nodiscard]] Result<std::string> ReadPayload(const std::string& arg);
+
+// Cron schedules (cli_schedule.cc): `ledgerq schedule add | list | rm`.
+struct ScheduleAddArgs {
+  std::string name, cron, queue, type, payload = "{}", missed;
+  int32_t priority = 0;
+  uint32_t max_attempts = 0;
+  std::vector<std::string> labels;
+  bool replace = false;
+};
+int RunScheduleAdd(const Globals& g, const ScheduleAddArgs& a);
+int RunScheduleList(const Globals& g);
+int RunScheduleRemove(const Globals& g, const std::string& name);
+
+// Flow control (cli_flow.cc): `ledgerq queue set`, `ledgerq queue circuit`, and what
+// `ledgerq queues` shows of limits and circuit breakers.
+struct QueueSetArgs {
+  std::string queue;
+  std::optional<double> rate;
+  std::optional<uint32_t> burst, concurrency, per_key;
+};
+int RunQueueSet(const Globals& g, const QueueSetArgs& a);
+int RunCircuit(const Globals& g, const std::string& queue, const std::string& type,
+               const std::string& mode);
+// Lines under the `ledgerq queues` table: limits in force, held-back jobs, each circuit.
+std::vector<std::string> FlowLines(const v1::QueueInfo& q);
+nlohmann::json LimitsJson(const v1::QueueLimits& l);
+nlohmann::json CircuitJson(const v1::CircuitInfo& c);
 
 struct WorkArgs {
   std::vector<std::string> queues;

@@ -16,12 +16,7 @@
 #include "common/sha256.h"
 #include "storage/job_store.h"
 
-namespace {
-
-using namespace ledgerq::cli;
-using ledgerq::Result;
-using ledgerq::Status;
-namespace v1 = ledgerq::v1;
+namespace ledgerq::cli {
 
 Result<std::string> ReadPayload(const std::string& arg) {
   if (!arg.empty() && arg[0] == '@') {
@@ -43,6 +38,15 @@ Result<std::string> ReadPayload(const std::string& arg) {
   return arg;
 }
 
+}  // namespace ledgerq::cli
+
+namespace {
+
+using namespace ledgerq::cli;
+using ledgerq::Result;
+using ledgerq::Status;
+namespace v1 = ledgerq::v1;
+
 void PrintJob(const Globals& g, const v1::Job& job, const bool* deduplicated = nullptr) {
   if (g.output == "json") {
     auto j = ledgerq::client::JobToJson(job);
@@ -59,6 +63,7 @@ struct EnqueueArgs {
   uint32_t max_attempts = 0;
   uint64_t parent = 0;
   std::vector<std::string> labels;
+  std::string concurrency_key;
 };
 
 int RunEnqueue(const Globals& g, const EnqueueArgs& a) {
@@ -73,6 +78,7 @@ int RunEnqueue(const Globals& g, const EnqueueArgs& a) {
   req.set_max_attempts(a.max_attempts);
   req.set_parent_job_id(a.parent);
   req.set_traceparent(a.traceparent);
+  req.set_concurrency_key(a.concurrency_key);
   if (!a.delay.empty()) {
     auto d = ledgerq::ParseDuration(a.delay, "--delay");
     if (!d.ok()) return Fail(d.status());
@@ -189,6 +195,8 @@ int main(int argc, char** argv) {
   enqueue->add_option("--parent", ea.parent, "Parent job id");
   enqueue->add_option("--traceparent", ea.traceparent, "W3C traceparent to continue");
   enqueue->add_option("--label", ea.labels, "key=value (repeatable)");
+  enqueue->add_option("--concurrency-key", ea.concurrency_key,
+                      "Jobs with one key run at most the queue's max-per-key at a time");
 
   JobArgs ja;
   auto* job = app.add_subcommand("job", "Show one job, or its history with --history");
@@ -219,15 +227,44 @@ int main(int argc, char** argv) {
   uint64_t did = 0;
   auto* dlq = app.add_subcommand("dlq", "Dead letters");
   dlq->require_subcommand(1);
+  bool dattention = false;
+  std::vector<uint64_t> resolve_ids;
+  std::string resolve_note;
   auto* dlq_list = dlq->add_subcommand("list", "List a queue's dead jobs with their last error");
-  dlq_list->add_option("--queue", dq, "Queue")->required();
+  dlq_list->add_option("--queue", dq, "Queue (optional with --needs-attention: every queue)");
   dlq_list->add_option("--limit", dlimit, "At most this many (default 100)");
+  dlq_list->add_flag("--needs-attention", dattention,
+                     "Only dead jobs whose type's on-dead-letter asks for a person");
+  auto* dlq_resolve = dlq->add_subcommand(
+      "resolve", "Mark dead jobs that needed attention as handled (an ATTENTION_CLEARED event)");
+  dlq_resolve->add_option("ids", resolve_ids, "Dead job ids")->required();
+  dlq_resolve->add_option("--note", resolve_note, "What was done (kept in the audit log)");
   auto* dlq_redrive = dlq->add_subcommand("redrive", "Move dead jobs back to READY");
   dlq_redrive->add_option("--queue", dq, "Every dead job of this queue (paced)");
   dlq_redrive->add_option("--limit", dlimit, "With --queue: at most this many");
   dlq_redrive->add_option("--id", did, "One job");
 
   std::string pq;
+  QueueSetArgs qs;
+  std::string circuit_queue, circuit_type, circuit_mode;
+  auto* queue_cmd = app.add_subcommand("queue", "Change a queue: flow-control limits, circuits");
+  queue_cmd->require_subcommand(1);
+  auto* queue_set = queue_cmd->add_subcommand(
+      "set", "Set a queue's limits at runtime (durable, recorded with your principal)");
+  queue_set->add_option("queue", qs.queue, "Queue")->required();
+  queue_set->add_option("--rate", qs.rate, "Leases per second across all workers (0: no limit)");
+  queue_set->add_option("--burst", qs.burst, "Leases at once above the rate (0: max(1, rate))");
+  queue_set->add_option("--concurrency", qs.concurrency, "Jobs leased at once (0: no limit)");
+  queue_set->add_option("--per-key", qs.per_key,
+                        "Jobs with one concurrency key leased at once (0: no limit)");
+  auto* queue_circuit = queue_cmd->add_subcommand(
+      "circuit", "Force a (queue, type) circuit open or closed, or give it back (auto)");
+  queue_circuit->add_option("queue", circuit_queue, "Queue")->required();
+  queue_circuit->add_option("type", circuit_type, "Job type")->required();
+  queue_circuit->add_option("mode", circuit_mode, "open | closed | auto")
+      ->required()
+      ->check(CLI::IsMember({"open", "closed", "auto"}));
+
   auto* pause = app.add_subcommand("pause", "Stop leasing from a queue (durable)");
   pause->add_option("queue", pq, "Queue")->required();
   auto* resume = app.add_subcommand("resume", "Resume leasing from a queue");
@@ -239,6 +276,30 @@ int main(int argc, char** argv) {
   failures->add_option("--since", fsince, "How far back (default 1h, at most 30d)");
   failures->add_option("--queue", fqueue, "Only this queue");
   failures->add_option("--type", ftype, "Only this job type");
+
+  ScheduleAddArgs sa;
+  std::string sched_name;
+  auto* schedule =
+      app.add_subcommand("schedule", "Cron schedules (UTC): each firing enqueues one job");
+  schedule->require_subcommand(1);
+  auto* sched_add = schedule->add_subcommand(
+      "add", "Add a schedule: ledgerq schedule add NAME --cron \"*/5 * * * *\" --queue Q --type T");
+  sched_add->add_option("name", sa.name, "Schedule name")->required();
+  sched_add->add_option("--cron", sa.cron, "minute hour day-of-month month day-of-week, or @daily")
+      ->required();
+  sched_add->add_option("--queue", sa.queue, "Queue of the jobs it enqueues")->required();
+  sched_add->add_option("--type", sa.type, "Job type")->required();
+  sched_add->add_option("--payload", sa.payload, "JSON inline, or @FILE / @- for raw bytes");
+  sched_add->add_option("--priority", sa.priority, "Higher runs first (default 0)");
+  sched_add->add_option("--max-attempts", sa.max_attempts, "Attempts before dead-lettering");
+  sched_add->add_option("--missed", sa.missed,
+                        "Firings missed while down: skip (default) or run-once");
+  sched_add->add_option("--label", sa.labels, "key=value on every job (repeatable)");
+  sched_add->add_flag("--replace", sa.replace, "Replace a schedule of the same name");
+  auto* sched_list =
+      schedule->add_subcommand("list", "List schedules with their next and last firing");
+  auto* sched_rm = schedule->add_subcommand("rm", "Remove a schedule added through the API");
+  sched_rm->add_option("name", sched_name, "Schedule name")->required();
 
   WorkArgs wa;
   auto* work =
@@ -304,12 +365,18 @@ int main(int argc, char** argv) {
   if (*reconcile) return RunAuditReconcile(g);
   if (*queues) return RunQueues(g);
   if (*jobs) return RunJobs(g, jq, jstate, jtype, jlimit);
-  if (*dlq_list) return RunDlqList(g, dq, dlimit);
+  if (*dlq_list) return RunDlqList(g, dq, dlimit, dattention);
+  if (*dlq_resolve) return RunDlqResolve(g, resolve_ids, resolve_note);
   if (*dlq_redrive) return RunDlqRedrive(g, dq, dlq_redrive->count("--limit") ? dlimit : 0, did);
+  if (*queue_set) return RunQueueSet(g, qs);
+  if (*queue_circuit) return RunCircuit(g, circuit_queue, circuit_type, circuit_mode);
   if (*pause) return RunPause(g, pq, true);
   if (*resume) return RunPause(g, pq, false);
   if (*work) return RunWork(g, wa);
   if (*auth_add) return RunAuthAdd(g, aa);
   if (*failures) return RunFailures(g, fsince, fqueue, ftype);
+  if (*sched_add) return RunScheduleAdd(g, sa);
+  if (*sched_list) return RunScheduleList(g);
+  if (*sched_rm) return RunScheduleRemove(g, sched_name);
   return 2;
 }

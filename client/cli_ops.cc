@@ -32,7 +32,14 @@ nlohmann::json QueueJson(const v1::QueueInfo& q) {
       {"succeeded", q.succeeded()},
       {"dead", q.dead()},
       {"cancelled", q.cancelled()},
-      {"oldest_ready_age_seconds", TimeUtil::DurationToMicroseconds(q.oldest_ready_age()) / 1e6}};
+      {"oldest_ready_age_seconds", TimeUtil::DurationToMicroseconds(q.oldest_ready_age()) / 1e6},
+      {"held_back", q.held_back()},
+      {"limits", LimitsJson(q.limits())},
+      {"circuits", [&] {
+         auto arr = nlohmann::json::array();
+         for (const auto& c : q.circuits()) arr.push_back(CircuitJson(c));
+         return arr;
+       }()}};
 }
 
 Result<v1::JobState> ParseState(const std::string& s) {
@@ -71,7 +78,8 @@ int PrintJobs(const Globals& g, const std::vector<v1::Job>& jobs, bool dead) {
   }
   std::vector<std::vector<std::string>> rows;
   if (dead) {
-    rows.push_back({"ID", "TYPE", "ATTEMPTS", "REASON", "LAST_ERROR"});
+    rows.push_back(
+        {"ID", "QUEUE", "TYPE", "ATTEMPTS", "REASON", "ATTENTION", "COMPENSATION", "LAST_ERROR"});
   } else {
     rows.push_back({"ID", "TYPE", "STATE", "ATTEMPTS", "PRIORITY", "RUN_AT"});
   }
@@ -82,8 +90,11 @@ int PrintJobs(const Globals& g, const std::vector<v1::Job>& jobs, bool dead) {
         const auto& e = j.errors(j.errors_size() - 1);
         last = e.code() + ": " + Short(e.message(), 60);
       }
-      rows.push_back(
-          {std::to_string(j.id()), j.type(), std::to_string(j.attempts()), j.dead_reason(), last});
+      rows.push_back({std::to_string(j.id()), j.queue(), j.type(), std::to_string(j.attempts()),
+                      j.dead_reason(), j.needs_attention() ? "needed" : "-",
+                      j.compensation_job_id() ? "job " + std::to_string(j.compensation_job_id())
+                                              : "-",
+                      last});
     } else {
       rows.push_back({std::to_string(j.id()), j.type(), client::StateName(j.state()),
                       std::to_string(j.attempts()), std::to_string(j.priority()),
@@ -132,6 +143,9 @@ int RunQueues(const Globals& g) {
                     std::to_string(q.cancelled()), Age(q.oldest_ready_age())});
   }
   PrintTable(rows);
+  for (const auto& q : r->queues()) {
+    for (const auto& line : FlowLines(q)) std::cout << line << "\n";
+  }
   return 0;
 }
 
@@ -151,15 +165,52 @@ int RunJobs(const Globals& g, const std::string& queue, const std::string& state
   return PrintJobs(g, *jobs, false);
 }
 
-int RunDlqList(const Globals& g, const std::string& queue, uint32_t limit) {
+int RunDlqList(const Globals& g, const std::string& queue, uint32_t limit, bool needs_attention) {
+  if (queue.empty() && !needs_attention) {
+    return Fail(Status::InvalidArgument(
+        "--queue: required (without it, --needs-attention lists every queue's)"));
+  }
   auto client = Connect(g);
   if (!client.ok()) return Fail(client.status());
   v1::ListJobsRequest req;
   req.set_queue(queue);
+  req.set_needs_attention(needs_attention);
   auto jobs =
       Collect([&](const v1::ListJobsRequest& r) { return client->ListDeadLetters(r); }, req, limit);
   if (!jobs.ok()) return Fail(jobs.status());
   return PrintJobs(g, *jobs, true);
+}
+
+int RunDlqResolve(const Globals& g, const std::vector<uint64_t>& ids, const std::string& note) {
+  if (ids.empty()) return Fail(Status::InvalidArgument("give the ids of dead jobs to resolve"));
+  auto client = Connect(g);
+  if (!client.ok()) return Fail(client.status());
+  v1::ResolveAttentionRequest req;
+  for (uint64_t id : ids) req.add_ids(id);
+  req.set_note(note);
+  auto r = client->ResolveAttention(req);
+  if (!r.ok()) return Fail(r.status());
+  int failed = 0;
+  auto arr = nlohmann::json::array();
+  for (int i = 0; i < r->results_size(); ++i) {
+    const auto& res = r->results(i);
+    if (res.has_error()) {
+      ++failed;
+      std::cerr << "ledgerq: " << ids[i] << ": "
+                << client::FromGrpc(grpc::Status(static_cast<grpc::StatusCode>(res.error().code()),
+                                                 res.error().message()),
+                                    g.server)
+                       .ToString()
+                << "\n";
+      arr.push_back({{"id", ids[i]}, {"error", res.error().message()}});
+    } else if (g.output == "json") {
+      arr.push_back({{"id", ids[i]}, {"resolved", true}});
+    } else {
+      std::cout << ids[i] << " resolved\n";
+    }
+  }
+  if (g.output == "json") std::cout << arr.dump(2) << "\n";
+  return failed ? 1 : 0;
 }
 
 int RunDlqRedrive(const Globals& g, const std::string& queue, uint32_t limit, uint64_t id) {

@@ -194,6 +194,19 @@ Result<v1::ListQueuesResponse> Client::ListQueues() {
   return Call(admin_.get(), &AdminStub::ListQueues, v1::ListQueuesRequest());
 }
 
+Result<v1::QueueInfo> Client::SetQueueLimits(const v1::SetQueueLimitsRequest& req) {
+  return Call(admin_.get(), &AdminStub::SetQueueLimits, req);
+}
+
+Result<v1::QueueInfo> Client::SetCircuit(const std::string& queue, const std::string& type,
+                                         const std::string& mode) {
+  v1::SetCircuitRequest req;
+  req.set_queue(queue);
+  req.set_type(type);
+  req.set_mode(mode);
+  return Call(admin_.get(), &AdminStub::SetCircuit, req);
+}
+
 Result<v1::QueueInfo> Client::PauseQueue(const std::string& queue) {
   v1::QueueRequest req;
   req.set_queue(queue);
@@ -218,8 +231,26 @@ Result<v1::RedriveResponse> Client::Redrive(const v1::RedriveRequest& req) {
   return Call(admin_.get(), &AdminStub::Redrive, req);
 }
 
+Result<v1::RedriveResponse> Client::ResolveAttention(const v1::ResolveAttentionRequest& req) {
+  return Call(admin_.get(), &AdminStub::ResolveAttention, req);
+}
+
 Result<v1::ListFailuresResponse> Client::ListFailures(const v1::ListFailuresRequest& req) {
   return Call(admin_.get(), &AdminStub::ListFailures, req);
+}
+
+Result<v1::Schedule> Client::AddSchedule(const v1::AddScheduleRequest& req) {
+  return Call(admin_.get(), &AdminStub::AddSchedule, req);
+}
+
+Result<v1::Schedule> Client::RemoveSchedule(const std::string& name) {
+  v1::RemoveScheduleRequest req;
+  req.set_name(name);
+  return Call(admin_.get(), &AdminStub::RemoveSchedule, req);
+}
+
+Result<v1::ListSchedulesResponse> Client::ListSchedules() {
+  return Call(admin_.get(), &AdminStub::ListSchedules, v1::ListSchedulesRequest());
 }
 
 }  // namespace ledgerq::client

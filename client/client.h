@@ -65,11 +65,20 @@ class Client {
   // Operators.
   [[nodiscard]] Result<v1::ListQueuesResponse> ListQueues();
   [[nodiscard]] Result<v1::QueueInfo> PauseQueue(const std::string& queue);
+  [[nodiscard]] Result<v1::QueueInfo> SetQueueLimits(const v1::SetQueueLimitsRequest& req);
+  // mode: open | closed | auto
+  [[nodiscard]] Result<v1::QueueInfo> SetCircuit(const std::string& queue, const std::string& type,
+                                                 const std::string& mode);
   [[nodiscard]] Result<v1::QueueInfo> ResumeQueue(const std::string& queue);
   [[nodiscard]] Result<v1::ListJobsResponse> ListJobs(const v1::ListJobsRequest& req);
   [[nodiscard]] Result<v1::ListJobsResponse> ListDeadLetters(const v1::ListJobsRequest& req);
   [[nodiscard]] Result<v1::RedriveResponse> Redrive(const v1::RedriveRequest& req);
+  [[nodiscard]] Result<v1::RedriveResponse> ResolveAttention(
+      const v1::ResolveAttentionRequest& req);
   [[nodiscard]] Result<v1::ListFailuresResponse> ListFailures(const v1::ListFailuresRequest& req);
+  [[nodiscard]] Result<v1::Schedule> AddSchedule(const v1::AddScheduleRequest& req);
+  [[nodiscard]] Result<v1::Schedule> RemoveSchedule(const std::string& name);
+  [[nodiscard]] Result<v1::ListSchedulesResponse> ListSchedules();
 
   v1::JobService::Stub* jobs() { return jobs_.get(); }
   v1::WorkerService::Stub* workers() { return workers_.get(); }

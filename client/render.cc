@@ -58,7 +58,14 @@ nlohmann::json JobToJson(const v1::Job& job) {
   j["attempts"] = job.attempts();
   j["max_attempts"] = job.max_attempts();
   if (!job.idempotency_key().empty()) j["idempotency_key"] = job.idempotency_key();
+  if (!job.concurrency_key().empty()) j["concurrency_key"] = job.concurrency_key();
   if (job.parent_job_id()) j["parent_job_id"] = job.parent_job_id();
+  if (job.child_job_ids_size() > 0) {
+    j["child_job_ids"] =
+        std::vector<uint64_t>(job.child_job_ids().begin(), job.child_job_ids().end());
+  }
+  if (job.needs_attention()) j["needs_attention"] = true;
+  if (job.compensation_job_id()) j["compensation_job_id"] = job.compensation_job_id();
   j["labels"] = nlohmann::json::object();
   for (const auto& [k, v] : job.labels()) j["labels"][k] = v;
   j["traceparent"] = job.traceparent();
@@ -126,6 +133,12 @@ std::string JobToText(const v1::Job& job) {
   row("attempts", std::to_string(job.attempts()) + " (" + std::to_string(job.attempts_remaining()) +
                       " left of " + std::to_string(job.max_attempts()) + ")");
   row("dead_reason", job.dead_reason());
+  if (job.needs_attention()) {
+    row("attention", "needed (ledgerq dlq resolve " + std::to_string(job.id()) + ")");
+  }
+  if (job.compensation_job_id()) {
+    row("compensated_by", "job " + std::to_string(job.compensation_job_id()));
+  }
   if (!job.lease_worker_id().empty()) {
     row("leased_by", job.lease_worker_id() + " until " + Time(job.lease_deadline()));
   }
@@ -135,7 +148,13 @@ std::string JobToText(const v1::Job& job) {
   row("submitted_by", job.submitted_by());
   if (job.policy_version()) row("policy_version", std::to_string(job.policy_version()));
   row("idempotency_key", job.idempotency_key());
+  row("concurrency_key", job.concurrency_key());
   if (job.parent_job_id()) row("parent_job_id", std::to_string(job.parent_job_id()));
+  if (job.child_job_ids_size() > 0) {
+    std::string ids;
+    for (uint64_t id : job.child_job_ids()) ids += (ids.empty() ? "" : ", ") + std::to_string(id);
+    row("children", ids);
+  }
   for (const auto& [k, v] : job.labels()) row("label", k + "=" + v);
   row("traceparent", job.traceparent());
   row("payload_sha256", ToHex(job.payload_sha256()));
@@ -195,6 +214,9 @@ nlohmann::json HistoryToJson(const v1::JobHistory& h) {
     if (e.has_attempt_started()) ev["attempt_started"] = Time(e.attempt_started());
     if (!e.reason().empty()) ev["reason"] = e.reason();
     if (!e.traceparent().empty()) ev["traceparent"] = e.traceparent();
+    if (e.parent_job_id()) ev["parent_job_id"] = e.parent_job_id();
+    if (e.related_job_id()) ev["related_job_id"] = e.related_job_id();
+    if (e.needs_attention()) ev["needs_attention"] = true;
     events.push_back(std::move(ev));
   }
   return j;
@@ -217,6 +239,11 @@ std::string HistoryToText(const v1::JobHistory& h) {
     const std::string& t = e.type();
     if (t == "SUBMITTED") {
       what = "submitted by " + e.principal();
+      if (e.parent_job_id() && e.reason().rfind("compensates job ", 0) == 0) {
+        what += ": " + e.reason();
+      } else if (e.parent_job_id()) {
+        what += ", child of job " + std::to_string(e.parent_job_id());
+      }
       ready_at = e.has_run_at() ? Us(e.run_at()) : at;
       if (ready_at > at) what += ", to run in " + Since(at, ready_at);
     } else if (t == "DEDUPLICATED") {
@@ -240,6 +267,12 @@ std::string HistoryToText(const v1::JobHistory& h) {
       what = "retry scheduled +" + Since(at, ready_at);
     } else if (t == "DEAD_LETTERED") {
       what = "dead-lettered (" + e.reason() + ")";
+      if (e.needs_attention()) what += ", needs attention";
+    } else if (t == "COMPENSATION_ENQUEUED") {
+      what = "compensated by job " + std::to_string(e.related_job_id()) + " (" + e.reason() + ")";
+    } else if (t == "ATTENTION_CLEARED") {
+      what = "attention resolved by " + e.principal() +
+             (e.reason().empty() ? "" : ": " + e.reason());
     } else if (t == "RELEASED") {
       ready_at = e.has_run_at() ? Us(e.run_at()) : at;
       what = "released by worker " + e.worker_id();

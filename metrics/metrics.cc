@@ -65,6 +65,13 @@ Metrics::Metrics(const std::string& version)
       oldest_ready_(Make(BuildGauge(), "ledgerq_queue_oldest_ready_age_seconds",
                          "Age of the oldest READY job of the queue (0 when none)", *registry_)),
       paused_(Make(BuildGauge(), "ledgerq_queue_paused", "1 when the queue is paused", *registry_)),
+      held_back_(Make(BuildGauge(), "ledgerq_queue_held_back",
+                      "Ready jobs a flow-control limit or an open circuit holds back",
+                      *registry_)),
+      circuit_state_(Make(BuildGauge(), "ledgerq_circuit_state",
+                          "1 for the state each (queue, type) circuit breaker is in", *registry_)),
+      circuit_changes_(Make(BuildCounter(), "ledgerq_circuit_transitions_total",
+                            "Circuit breaker state changes, by the state entered", *registry_)),
       active_leases_(
           Make(BuildGauge(), "ledgerq_active_leases", "Leases currently held", *registry_).Add({})),
       parked_polls_(Make(BuildGauge(), "ledgerq_parked_long_polls", "Lease calls waiting for a job",
@@ -265,7 +272,19 @@ void Metrics::SetQueues(const std::vector<QueueGauges>& queues) {
     for (const auto& [state, n] : states) jobs_.Add({{"queue", q.queue}, {"state", state}}).Set(n);
     oldest_ready_.Add({{"queue", q.queue}}).Set(q.oldest_ready_age_seconds);
     paused_.Add({{"queue", q.queue}}).Set(q.paused ? 1 : 0);
+    held_back_.Add({{"queue", q.queue}}).Set(q.held_back);
+    for (const auto& c : q.circuits) {
+      for (const char* state : {"closed", "open", "half_open"}) {
+        circuit_state_.Add({{"queue", q.queue}, {"type", c.type}, {"state", state}})
+            .Set(c.state == state ? 1 : 0);
+      }
+    }
   }
+}
+
+void Metrics::CircuitChanged(const std::string& queue, const std::string& type,
+                             const std::string& to) {
+  circuit_changes_.Add({{"queue", queue}, {"type", type}, {"to", to}}).Increment();
 }
 
 void Metrics::SetDispatcher(double active_leases, double parked_polls) {

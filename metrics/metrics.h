@@ -31,6 +31,12 @@ struct QueueGauges {
   bool paused = false;
   double scheduled = 0, ready = 0, leased = 0, succeeded = 0, dead = 0, cancelled = 0;
   double oldest_ready_age_seconds = 0;
+  double held_back = 0;  // ready jobs a limit or an open circuit holds back
+  struct Circuit {
+    std::string type;
+    std::string state;  // closed | open | half_open
+  };
+  std::vector<Circuit> circuits;
 };
 
 class Metrics {
@@ -65,6 +71,8 @@ class Metrics {
 
   // Point-in-time state, refreshed by the daemon about once a second.
   void SetQueues(const std::vector<QueueGauges>& queues);
+  // A circuit breaker changed state (`to`: closed | open | half_open).
+  void CircuitChanged(const std::string& queue, const std::string& type, const std::string& to);
   void SetDispatcher(double active_leases, double parked_polls);
   // `writes_refused`: the store refuses writes now (disk full, failed fsync); see /readyz.
   void SetStorage(double live_sst_bytes, double pending_compaction_bytes, bool writes_refused);
@@ -95,6 +103,9 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& jobs_;
   prometheus::Family<prometheus::Gauge>& oldest_ready_;
   prometheus::Family<prometheus::Gauge>& paused_;
+  prometheus::Family<prometheus::Gauge>& held_back_;
+  prometheus::Family<prometheus::Gauge>& circuit_state_;
+  prometheus::Family<prometheus::Counter>& circuit_changes_;
   prometheus::Gauge& active_leases_;
   prometheus::Gauge& parked_polls_;
   prometheus::Gauge& sst_bytes_;

@@ -69,13 +69,226 @@ Dispatcher::Queue& Dispatcher::QueueOf(const std::string& name) {
   if (!slot) {
     slot = std::make_unique<Queue>();
     slot->name = name;
+    if (opts_.limits_of) slot->limits = opts_.limits_of(name);
   }
   return *slot;
 }
 
+Dispatcher::TypeState& Dispatcher::TypeOf(Queue& q, const std::string& type) {
+  auto [it, fresh] = q.types.try_emplace(type);
+  TypeState& ts = it->second;
+  if (fresh) {
+    ts.name = type;
+    ts.circuit = PolicyFor(q.name, type).circuit;
+    if (ts.circuit.enabled) ts.breaker.emplace();
+  }
+  return ts;
+}
+
+Dispatcher::Lane& Dispatcher::LaneOf(Queue& q, const std::string& type, const std::string& key) {
+  auto [it, fresh] = q.lanes.try_emplace({type, key});
+  Lane& lane = it->second;
+  if (fresh) {
+    lane.type = &TypeOf(q, type);
+    lane.key = key;
+  }
+  ++lane.refs;
+  return lane;
+}
+
+void Dispatcher::ReleaseLane(Queue& q, Lane& lane) {
+  if (--lane.refs > 0) return;
+  if (lane.in_heads) q.heads.erase({lane.head.first, lane.head.second, &lane});
+  q.lanes.erase({lane.type->name, lane.key});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flow control. A lane is in its queue's `heads` exactly when it has a ready job and neither
+// its key's limit nor its type's circuit holds it back; queue-wide limits (pause, concurrency,
+// rate) are checked at each pick by QueueOpen.
+
+void Dispatcher::RefreshLane(Queue& q, Lane& lane) {
+  bool eligible = !lane.ready.empty();
+  if (eligible && lane.type->breaker) {
+    eligible = lane.type->breaker->Allows(lane.type->leased, lane.type->circuit);
+  }
+  if (eligible && !lane.key.empty() && q.limits.max_per_key > 0) {
+    auto it = q.key_leased.find(lane.key);
+    eligible = it == q.key_leased.end() || it->second < q.limits.max_per_key;
+  }
+  if (lane.in_heads && (!eligible || lane.head != *lane.ready.begin())) {
+    q.heads.erase({lane.head.first, lane.head.second, &lane});
+    lane.in_heads = false;
+  }
+  if (eligible && !lane.in_heads) {
+    lane.head = *lane.ready.begin();
+    q.heads.insert({lane.head.first, lane.head.second, &lane});
+    lane.in_heads = true;
+  }
+}
+
+void Dispatcher::RefreshKey(Queue& q, const std::string& key) {
+  for (auto& [type, ts] : q.types) {
+    auto it = q.lanes.find({type, key});
+    if (it != q.lanes.end()) RefreshLane(q, it->second);
+  }
+}
+
+void Dispatcher::RefreshType(Queue& q, const std::string& type) {
+  for (auto it = q.lanes.lower_bound({type, std::string()});
+       it != q.lanes.end() && it->first.first == type; ++it) {
+    RefreshLane(q, it->second);
+  }
+}
+
+void Dispatcher::RefreshQueue(Queue& q) {
+  for (auto& [k, lane] : q.lanes) RefreshLane(q, lane);
+}
+
+void Dispatcher::AdjustLeased(Queue& q, Lane& lane, int delta) {
+  q.leased += delta;
+  lane.type->leased += delta;
+  if (!lane.key.empty()) {
+    auto& n = q.key_leased[lane.key];
+    n += delta;
+    if (n == 0) q.key_leased.erase(lane.key);
+    if (q.limits.max_per_key > 0) RefreshKey(q, lane.key);
+  }
+  if (lane.type->breaker && lane.type->breaker->state() == CircuitState::kHalfOpen) {
+    RefreshType(q, lane.type->name);
+  }
+}
+
+bool Dispatcher::Limited(const Queue& q) const {
+  if (q.limits.any()) return true;
+  for (const auto& [name, ts] : q.types) {
+    if (ts.breaker && ts.breaker->state() != CircuitState::kClosed) return true;
+  }
+  return false;
+}
+
+bool Dispatcher::QueueOpen(Queue& q, Mono now) {
+  if (q.paused || q.heads.empty()) return false;
+  if (q.limits.max_concurrency > 0 && q.leased >= q.limits.max_concurrency) return false;
+  if (q.limits.rate_per_second > 0) {
+    q.bucket.Refill(now, q.limits.rate_per_second, q.limits.burst);
+    if (!q.bucket.Has()) {
+      const Mono at = q.bucket.NextToken(now, q.limits.rate_per_second);
+      if (!q.refill_armed || at < *q.refill_armed) {
+        q.refill_armed = at;
+        refills_.push({at, q.name});
+      }
+      return false;
+    }
+  }
+  return true;
+}
+
+void Dispatcher::ArmCircuit(Queue& q, TypeState& ts) {
+  if (!ts.breaker) return;
+  if (auto at = ts.breaker->half_open_at()) circuit_timers_.push({*at, q.name, ts.name});
+}
+
+void Dispatcher::Emit(Queue& q, TypeState& ts, const CircuitChange& c, const std::string& principal,
+                      std::optional<std::string> forced, std::function<void(Status)> done) {
+  storage::CircuitRecord rec;
+  rec.set_job_type(ts.name);
+  rec.set_from_state(CircuitStateName(c.from));
+  rec.set_to_state(CircuitStateName(c.to));
+  rec.set_cause(c.cause);
+  rec.set_window_attempts(c.window_attempts);
+  rec.set_window_failures(c.window_failures);
+  rec.set_failure_rate(c.failure_rate);
+  rec.set_threshold(ts.circuit.threshold);
+  rec.set_window_us(ts.circuit.window.count());
+  rec.set_min_attempts(ts.circuit.min_attempts);
+  rec.set_cooldown_us(c.cooldown.count());
+  rec.set_trials(ts.circuit.trials);
+  rec.set_forced(c.forced);
+  if (opts_.on_circuit) opts_.on_circuit(q.name, ts.name, c);
+  store_->RecordCircuit(q.name, std::move(rec), std::move(forced), principal,
+                        [done = std::move(done)](Status st) {
+                          if (done) done(st);
+                        });
+}
+
+void Dispatcher::RecordOutcome(const storage::JobRecord& job, Outcome o) {
+  if (o == Outcome::kNone) return;
+  auto qit = queues_.find(job.queue());
+  if (qit == queues_.end()) return;
+  Queue& q = *qit->second;
+  auto tit = q.types.find(job.type());
+  if (tit == q.types.end() || !tit->second.breaker) return;
+  TypeState& ts = tit->second;
+  auto change = ts.breaker->Record(o == Outcome::kFailure, opts_.clock->MonoNow(), ts.circuit);
+  if (!change) return;
+  Emit(q, ts, *change, "ledgerqd", std::nullopt);
+  ArmCircuit(q, ts);
+  RefreshType(q, ts.name);
+}
+
+void Dispatcher::TickFlow() {
+  const Mono now = opts_.clock->MonoNow();
+  std::set<std::string> wake;
+  while (!refills_.empty() && refills_.top().first <= now) {
+    std::string name = refills_.top().second;
+    refills_.pop();
+    auto it = queues_.find(name);
+    if (it == queues_.end()) continue;
+    it->second->refill_armed.reset();
+    wake.insert(name);
+  }
+  while (!circuit_timers_.empty() && std::get<0>(circuit_timers_.top()) <= now) {
+    auto [at, qname, type] = circuit_timers_.top();
+    circuit_timers_.pop();
+    auto qit = queues_.find(qname);
+    if (qit == queues_.end()) continue;
+    Queue& q = *qit->second;
+    auto tit = q.types.find(type);
+    if (tit == q.types.end() || !tit->second.breaker) continue;
+    TypeState& ts = tit->second;
+    auto change = ts.breaker->Tick(now, ts.circuit);
+    if (!change) continue;  // stale timer
+    Emit(q, ts, *change, "ledgerqd", std::nullopt);
+    RefreshType(q, type);
+    wake.insert(qname);
+  }
+  for (const auto& name : wake) Wake(QueueOf(name));
+}
+
+void Dispatcher::ApplyPolicies(Queue& q) {
+  if (!q.runtime && opts_.limits_of) q.limits = opts_.limits_of(q.name);
+  const Mono now = opts_.clock->MonoNow();
+  for (auto& [type, ts] : q.types) {
+    ts.circuit = PolicyFor(q.name, type).circuit;
+    if (ts.circuit.enabled && !ts.breaker) ts.breaker.emplace();
+    if (!ts.circuit.enabled && ts.breaker &&
+        ts.breaker->forced() == CircuitBreaker::Forced::kNone) {
+      // Turned off: a circuit that was holding jobs back closes, and says so.
+      if (ts.breaker->state() != CircuitState::kClosed) {
+        auto change = ts.breaker->Force(CircuitBreaker::Forced::kNone, now, ts.circuit);
+        if (change) {
+          change->cause = "disabled";
+          Emit(q, ts, *change, "ledgerqd", std::nullopt);
+        }
+      }
+      ts.breaker.reset();
+    }
+  }
+  RefreshQueue(q);
+}
+
+void Dispatcher::RefreshPolicies() {
+  OnStrand([this] {
+    for (auto& [name, q] : queues_) ApplyPolicies(*q);
+    for (auto& [name, q] : queues_) Wake(*q);
+    Arm();
+  });
+}
+
 JobPolicy Dispatcher::PolicyFor(const std::string& queue, const std::string& type) const {
   if (opts_.policy_of) return opts_.policy_of(queue, type);
-  return JobPolicy{opts_.default_policy, opts_.min_lease, opts_.max_lease_total};
+  return JobPolicy{opts_.default_policy, opts_.min_lease, opts_.max_lease_total, CircuitPolicy{}};
 }
 
 storage::TransitionFn Dispatcher::WithRetryPolicy(
@@ -92,56 +305,71 @@ std::function<double()> Dispatcher::Drawer() { return opts_.random; }
 // Index maintenance. Every phase change goes through SetPhase so the per-queue counts and the
 // timer heaps stay in step with the entries.
 
+namespace {
+bool IsLeasePhase(int p) { return p >= 3; }  // kLeasing, kLeased, kSettling
+}  // namespace
+
 void Dispatcher::SetPhase(uint64_t id, Entry& e, Phase phase) {
   Queue& q = *e.queue;
+  Lane& lane = *e.lane;
+  const ReadyKey key{-static_cast<int64_t>(e.priority), id};
+  const bool was_leased = IsLeasePhase(static_cast<int>(e.phase));
+  const bool now_leased = IsLeasePhase(static_cast<int>(phase));
+  bool lane_changed = false;
   switch (e.phase) {
     case Phase::kReady:
-      q.ready.erase({-static_cast<int64_t>(e.priority), id});
+      lane.ready.erase(key);
+      --q.ready;
+      --lane.type->ready;
+      lane_changed = true;
       break;
     case Phase::kScheduled:
       --q.scheduled;
       break;
-    case Phase::kLeasing:
-      --q.leased;
-      break;
     case Phase::kLeased:
     case Phase::kSettling:
-      --q.leased;
       --active_leases_;
+      break;
+    case Phase::kNone:
+    case Phase::kLeasing:
       break;
   }
   e.phase = phase;
   switch (phase) {
     case Phase::kReady:
-      q.ready.insert({-static_cast<int64_t>(e.priority), id});
+      lane.ready.insert(key);
+      ++q.ready;
+      ++lane.type->ready;
+      lane_changed = true;
       break;
     case Phase::kScheduled:
       ++q.scheduled;
       delayed_.push({e.run_at_us, id});
       break;
-    case Phase::kLeasing:
-      ++q.leased;
-      break;
     case Phase::kLeased:
-      ++q.leased;
       ++active_leases_;
       deadlines_.push({e.deadline, id});
       break;
     case Phase::kSettling:
-      ++q.leased;
       ++active_leases_;
       break;
+    case Phase::kNone:
+    case Phase::kLeasing:
+      break;
   }
+  if (was_leased != now_leased) AdjustLeased(q, lane, now_leased ? 1 : -1);
+  if (lane_changed) RefreshLane(q, lane);
 }
 
 void Dispatcher::Unindex(uint64_t id) {
   auto it = entries_.find(id);
   if (it == entries_.end()) return;
   Entry& e = it->second;
-  // Leave the current phase by passing through kLeasing, whose count we then drop.
-  SetPhase(id, e, Phase::kLeasing);
-  --e.queue->leased;
+  SetPhase(id, e, Phase::kNone);
+  Queue& q = *e.queue;
+  Lane& lane = *e.lane;
   entries_.erase(it);
+  ReleaseLane(q, lane);
 }
 
 void Dispatcher::Index(const storage::JobRecord& job, bool recovering) {
@@ -155,11 +383,11 @@ void Dispatcher::Index(const storage::JobRecord& job, bool recovering) {
   auto make_entry = [&]() -> Entry& {
     Entry& e = entries_[job.id()];
     e.queue = &q;
+    e.lane = &LaneOf(q, job.type(), job.concurrency_key());
     e.priority = job.priority();
     e.run_at_us = job.run_at_us();
     e.attempt = job.attempts();
-    e.phase = Phase::kLeasing;  // a neutral phase, left by the SetPhase below
-    ++q.leased;
+    e.phase = Phase::kNone;  // counted nowhere until the SetPhase below
     return e;
   };
   switch (job.state()) {
@@ -198,6 +426,7 @@ void Dispatcher::Index(const storage::JobRecord& job, bool recovering) {
       break;
     case sv1::STATE_DEAD:
       q.dead.insert(job.id());
+      if (was_live && !recovering && opts_.on_dead) opts_.on_dead(job);
       break;
     default:
       break;
@@ -205,10 +434,23 @@ void Dispatcher::Index(const storage::JobRecord& job, bool recovering) {
 }
 
 Status Dispatcher::Recover() {
-  LEDGERQ_RETURN_IF_ERROR(
-      store_->ScanQueues([&](const std::string& name, const storage::QueueRecord& rec) {
-        QueueOf(name).paused = rec.paused();
-      }));
+  LEDGERQ_RETURN_IF_ERROR(store_->ScanQueues([&](const std::string& name,
+                                                 const storage::QueueRecord& rec) {
+    Queue& q = QueueOf(name);
+    q.paused = rec.paused();
+    if (rec.has_limits()) {
+      const auto& l = rec.limits();
+      q.runtime = QueueLimits{l.rate_per_second(), l.burst(), l.max_concurrency(), l.max_per_key()};
+      q.limits = *q.runtime;
+    }
+    const Mono now = opts_.clock->MonoNow();
+    for (const auto& [type, mode] : rec.forced_circuits()) {
+      TypeState& ts = TypeOf(q, type);
+      if (!ts.breaker) ts.breaker.emplace();
+      ts.breaker->Restore(
+          mode == "open" ? CircuitBreaker::Forced::kOpen : CircuitBreaker::Forced::kClosed, now);
+    }
+  }));
   LEDGERQ_RETURN_IF_ERROR(store_->ScanJobs([&](const storage::JobRecord& job) {
     Index(job, /*recovering=*/true);
     return true;
@@ -255,11 +497,12 @@ void Dispatcher::ExpireDue() {
         {id, WithRetryPolicy([token, random = Drawer(),
                               snapshot = opts_.payload_snapshot ? opts_.payload_snapshot(id) : ""](
                                  RetryPolicy p) { return ExpireFn(token, p, random, snapshot); })});
-    store_->Transition(
-        std::move(items), "ledgerqd", [this, token](std::vector<Result<storage::JobRecord>> rs) {
-          OnStrand(
-              [this, token, r = std::move(rs[0])] { AfterWorkerCall(token, true, r, nullptr); });
-        });
+    store_->Transition(std::move(items), "ledgerqd",
+                       [this, token](std::vector<Result<storage::JobRecord>> rs) {
+                         OnStrand([this, token, r = std::move(rs[0])] {
+                           AfterWorkerCall(token, true, r, nullptr, Outcome::kFailure);
+                         });
+                       });
   }
 }
 
@@ -279,6 +522,7 @@ void Dispatcher::Tick() {
   if (stopped_) return;
   PromoteDue();
   ExpireDue();
+  TickFlow();
   TimeoutWaiters();
   Arm();
 }
@@ -295,6 +539,8 @@ void Dispatcher::Arm() {
   }
   if (!deadlines_.empty()) consider(deadlines_.top().first);
   if (!wait_deadlines_.empty()) consider(wait_deadlines_.top().first);
+  if (!refills_.empty()) consider(refills_.top().first);
+  if (!circuit_timers_.empty()) consider(std::get<0>(circuit_timers_.top()));
   if (!next) return;
   // Never sleep past an hour: a wall-clock jump must not strand delayed jobs for long.
   auto wait = std::clamp<std::chrono::steady_clock::duration>(*next - mono, microseconds(0),
@@ -416,9 +662,10 @@ void Dispatcher::FinishWaiter(uint64_t wid, Result<std::vector<LeasedJob>> resul
 }
 
 void Dispatcher::Wake(Queue& q) {
+  if (q.waiters.empty()) return;
   std::vector<uint64_t> candidates(q.waiters.begin(), q.waiters.end());
   for (uint64_t wid : candidates) {
-    if (q.ready.empty() || q.paused) return;
+    if (!QueueOpen(q, opts_.clock->MonoNow())) return;
     auto it = waiters_.find(wid);
     if (it != waiters_.end() && it->second.parked) TryLease(it->second);
   }
@@ -426,17 +673,19 @@ void Dispatcher::Wake(Queue& q) {
 
 bool Dispatcher::TryLease(Waiter& w) {
   std::vector<uint64_t> picks;
+  const Mono now = opts_.clock->MonoNow();
   while (picks.size() < w.params.max_jobs) {
     Queue* best = nullptr;
     for (const auto& name : w.params.queues) {
       auto it = queues_.find(name);
       if (it == queues_.end()) continue;
       Queue& q = *it->second;
-      if (q.paused || q.ready.empty()) continue;
-      if (!best || *q.ready.begin() < *best->ready.begin()) best = &q;
+      if (!QueueOpen(q, now)) continue;
+      if (!best || *q.heads.begin() < *best->heads.begin()) best = &q;
     }
     if (!best) break;
-    uint64_t id = best->ready.begin()->second;
+    const uint64_t id = std::get<1>(*best->heads.begin());
+    if (best->limits.rate_per_second > 0) best->bucket.Take();
     SetPhase(id, entries_.at(id), Phase::kLeasing);
     picks.push_back(id);
   }
@@ -544,29 +793,28 @@ void Dispatcher::AfterLease(uint64_t wid, const std::shared_ptr<Delivery>& d,
       undo.push_back({t.job_id, UnleaseFn(t)});
     }
     if (!undo.empty()) {
-      store_->Transition(std::move(undo), "ledgerqd",
-                         [this, tokens](std::vector<Result<storage::JobRecord>> urs) {
-                           OnStrand([this, tokens, urs = std::move(urs)] {
-                             for (size_t k = 0; k < urs.size(); ++k) {
-                               if (urs[k].ok()) {
-                                 Index(*urs[k]);
-                                 continue;
-                               }
-                               auto it = entries_.find(tokens[k].job_id);
-                               if (IsWriteFailure(urs[k].status()) && it != entries_.end() &&
-                                   it->second.phase == Phase::kSettling) {
-                                 // Not given back: the lease stands, and expiry will reclaim it.
-                                 it->second.deadline =
-                                     opts_.clock->MonoNow() + it->second.lease_duration;
-                                 SetPhase(tokens[k].job_id, it->second, Phase::kLeased);
-                               } else {
-                                 auto fresh = store_->GetJob(tokens[k].job_id);
-                                 if (fresh.ok()) Index(*fresh);
-                               }
-                             }
-                             Arm();
-                           });
-                         });
+      store_->Transition(
+          std::move(undo), "ledgerqd", [this, tokens](std::vector<Result<storage::JobRecord>> urs) {
+            OnStrand([this, tokens, urs = std::move(urs)] {
+              for (size_t k = 0; k < urs.size(); ++k) {
+                if (urs[k].ok()) {
+                  Index(*urs[k]);
+                  continue;
+                }
+                auto it = entries_.find(tokens[k].job_id);
+                if (IsWriteFailure(urs[k].status()) && it != entries_.end() &&
+                    it->second.phase == Phase::kSettling) {
+                  // Not given back: the lease stands, and expiry will reclaim it.
+                  it->second.deadline = opts_.clock->MonoNow() + it->second.lease_duration;
+                  SetPhase(tokens[k].job_id, it->second, Phase::kLeased);
+                } else {
+                  auto fresh = store_->GetJob(tokens[k].job_id);
+                  if (fresh.ok()) Index(*fresh);
+                }
+              }
+              Arm();
+            });
+          });
     }
   } else if (wit != waiters_.end() && !write_failure.ok()) {
     // The store refused the write (e.g. disk full): say so rather than retry in a loop.
@@ -614,7 +862,8 @@ void Dispatcher::Heartbeat(std::vector<Token> tokens, microseconds extend_by,
         continue;
       }
       Entry& e = it->second;
-      microseconds ext = extend_by.count() > 0 ? std::min(extend_by, e.max_lease) : e.lease_duration;
+      microseconds ext =
+          extend_by.count() > 0 ? std::min(extend_by, e.max_lease) : e.lease_duration;
       Mono limit = e.lease_started + opts_.max_lease_total;
       Mono deadline = std::min(now + ext, limit);
       if (deadline <= now) {
@@ -667,8 +916,9 @@ void Dispatcher::Heartbeat(std::vector<Token> tokens, microseconds extend_by,
 }
 
 void Dispatcher::WorkerCalls(std::vector<Token> tokens, std::vector<storage::TransitionFn> fns,
-                             std::string principal, BatchCallback cb) {
-  OnStrand([this, tokens = std::move(tokens), fns = std::move(fns),
+                             std::vector<Outcome> outcomes, std::string principal,
+                             BatchCallback cb) {
+  OnStrand([this, tokens = std::move(tokens), fns = std::move(fns), outcomes = std::move(outcomes),
             principal = std::move(principal), cb = std::move(cb)]() mutable {
     std::vector<storage::TransitionItem> items;
     std::vector<bool> had(tokens.size());
@@ -679,25 +929,25 @@ void Dispatcher::WorkerCalls(std::vector<Token> tokens, std::vector<storage::Tra
       if (had[i]) SetPhase(tokens[i].job_id, it->second, Phase::kSettling);  // expiry stands aside
       items.push_back({tokens[i].job_id, std::move(fns[i])});
     }
-    store_->Transition(
-        std::move(items), principal,
-        [this, tokens, had, cb = std::move(cb)](std::vector<Result<storage::JobRecord>> rs) {
-          OnStrand([this, tokens, had, rs] {
-            for (size_t i = 0; i < rs.size(); ++i) {
-              AfterWorkerCall(tokens[i], had[i], rs[i], nullptr);
-            }
-          });
-          cb(std::move(rs));
-        });
+    store_->Transition(std::move(items), principal,
+                       [this, tokens, had, outcomes,
+                        cb = std::move(cb)](std::vector<Result<storage::JobRecord>> rs) {
+                         OnStrand([this, tokens, had, outcomes, rs] {
+                           for (size_t i = 0; i < rs.size(); ++i) {
+                             AfterWorkerCall(tokens[i], had[i], rs[i], nullptr, outcomes[i]);
+                           }
+                         });
+                         cb(std::move(rs));
+                       });
   });
 }
 
-void Dispatcher::WorkerCall(Token token, storage::TransitionFn fn, std::string principal,
-                            JobCallback cb) {
+void Dispatcher::WorkerCall(Token token, storage::TransitionFn fn, Outcome outcome,
+                            std::string principal, JobCallback cb) {
   std::vector<storage::TransitionFn> fns;
   fns.push_back(std::move(fn));
   WorkerCalls(
-      {token}, std::move(fns), std::move(principal),
+      {token}, std::move(fns), {outcome}, std::move(principal),
       [cb = std::move(cb)](std::vector<Result<storage::JobRecord>> rs) { cb(std::move(rs[0])); });
 }
 
@@ -709,13 +959,21 @@ void Dispatcher::CompleteMany(std::vector<std::pair<Token, std::string>> items,
     tokens.push_back(token);
     fns.push_back(CompleteFn(token, std::move(result)));
   }
-  WorkerCalls(std::move(tokens), std::move(fns), std::move(principal), std::move(cb));
+  std::vector<Outcome> outcomes(tokens.size(), Outcome::kSuccess);
+  WorkerCalls(std::move(tokens), std::move(fns), std::move(outcomes), std::move(principal),
+              std::move(cb));
 }
 
 void Dispatcher::AfterWorkerCall(Token token, bool had_lease, const Result<storage::JobRecord>& r,
-                                 const JobCallback& cb) {
+                                 const JobCallback& cb, Outcome outcome) {
   if (r.ok()) {
+    // Only the call that ended this lease speaks for the service behind it (a repeated
+    // Complete answers with the same record and says nothing new).
+    if (had_lease) RecordOutcome(*r, outcome);
     Index(*r);
+    // A lease ended: a limit may have room again for parked long-polls.
+    auto qit = queues_.find(r->queue());
+    if (qit != queues_.end() && Limited(*qit->second)) Wake(*qit->second);
   } else if (had_lease) {
     auto it = entries_.find(token.job_id);
     if (IsWriteFailure(r.status()) && it != entries_.end() &&
@@ -734,7 +992,8 @@ void Dispatcher::AfterWorkerCall(Token token, bool had_lease, const Result<stora
 }
 
 void Dispatcher::Complete(Token token, std::string result, std::string principal, JobCallback cb) {
-  WorkerCall(token, CompleteFn(token, std::move(result)), std::move(principal), std::move(cb));
+  WorkerCall(token, CompleteFn(token, std::move(result)), Outcome::kSuccess, std::move(principal),
+             std::move(cb));
 }
 
 void Dispatcher::Fail(Token token, AttemptFailure failure, std::optional<microseconds> retry_after,
@@ -742,17 +1001,19 @@ void Dispatcher::Fail(Token token, AttemptFailure failure, std::optional<microse
   // The job's retry policy is resolved on the committer, when the failure is decided.
   OnStrand([this, token, failure = std::move(failure), retry_after,
             principal = std::move(principal), cb = std::move(cb)]() mutable {
+    // Transient failures count against the service; permanent ones are the job's own.
+    const Outcome outcome = failure.kind == kPermanent ? Outcome::kNone : Outcome::kFailure;
     WorkerCall(token,
                WithRetryPolicy([token, failure = std::move(failure), retry_after,
                                 random = Drawer()](RetryPolicy p) {
                  return FailFn(token, failure, retry_after, p, random);
                }),
-               std::move(principal), std::move(cb));
+               outcome, std::move(principal), std::move(cb));
   });
 }
 
 void Dispatcher::Release(Token token, microseconds delay, std::string principal, JobCallback cb) {
-  WorkerCall(token, ReleaseFn(token, delay), std::move(principal), std::move(cb));
+  WorkerCall(token, ReleaseFn(token, delay), Outcome::kNone, std::move(principal), std::move(cb));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -763,22 +1024,118 @@ QueueStats Dispatcher::StatsOf(const Queue& q) const {
   s.name = q.name;
   s.paused = q.paused;
   s.scheduled = q.scheduled;
-  s.ready = q.ready.size();
+  s.ready = q.ready;
   s.leased = q.leased;
   s.succeeded = q.succeeded;
   s.dead = q.dead.size();
   s.cancelled = q.cancelled;
+  s.limits = q.limits;
+  s.runtime_limits = q.runtime.has_value();
   int64_t oldest = 0;
-  for (const auto& [neg_prio, id] : q.ready) {
-    auto it = entries_.find(id);
-    if (it != entries_.end() && (oldest == 0 || it->second.ready_since_us < oldest)) {
-      oldest = it->second.ready_since_us;
+  const bool queue_full = q.limits.max_concurrency > 0 && q.leased >= q.limits.max_concurrency;
+  for (const auto& [k, lane] : q.lanes) {
+    if (!lane.in_heads || queue_full) s.held_back += lane.ready.size();
+    for (const auto& [neg_prio, id] : lane.ready) {
+      auto it = entries_.find(id);
+      if (it != entries_.end() && (oldest == 0 || it->second.ready_since_us < oldest)) {
+        oldest = it->second.ready_since_us;
+      }
     }
   }
   if (oldest > 0) {
     s.oldest_ready_age = microseconds(std::max<int64_t>(0, opts_.clock->WallMicros() - oldest));
   }
+  const Mono mono = opts_.clock->MonoNow();
+  const int64_t wall = opts_.clock->WallMicros();
+  for (const auto& [name, ts] : q.types) {
+    if (!ts.breaker) continue;
+    CircuitStats c;
+    c.type = name;
+    c.state = ts.breaker->state();
+    c.forced = ts.breaker->forced_name();
+    c.window_attempts = ts.breaker->window_attempts();
+    c.window_failures = ts.breaker->window_failures();
+    c.failure_rate = ts.breaker->failure_rate();
+    c.policy = ts.circuit;
+    if (auto at = ts.breaker->half_open_at()) {
+      c.half_open_at_us = wall + std::chrono::duration_cast<microseconds>(*at - mono).count();
+    }
+    c.opens = ts.breaker->opens();
+    c.cooldown = ts.breaker->cooldown();
+    if (c.state != CircuitState::kClosed) c.held_back = ts.ready;
+    s.circuits.push_back(std::move(c));
+  }
   return s;
+}
+
+void Dispatcher::SetLimits(std::string queue, LimitsUpdate u, std::string principal,
+                           std::function<void(Result<QueueStats>)> cb) {
+  OnStrand([this, queue = std::move(queue), u, principal = std::move(principal),
+            cb = std::move(cb)]() mutable {
+    QueueLimits next = QueueOf(queue).limits;
+    if (u.rate_per_second) next.rate_per_second = *u.rate_per_second;
+    if (u.burst) next.burst = *u.burst;
+    if (u.max_concurrency) next.max_concurrency = *u.max_concurrency;
+    if (u.max_per_key) next.max_per_key = *u.max_per_key;
+    if (Status st = ValidateLimits(next, ""); !st.ok()) {
+      cb(st);
+      return;
+    }
+    storage::QueueLimitsRecord rec;
+    rec.set_rate_per_second(next.rate_per_second);
+    rec.set_burst(next.burst);
+    rec.set_max_concurrency(next.max_concurrency);
+    rec.set_max_per_key(next.max_per_key);
+    store_->SetQueueLimits(queue, std::move(rec), std::move(principal),
+                           [this, queue, next, cb = std::move(cb)](Status st) {
+                             if (!st.ok()) {
+                               cb(st);
+                               return;
+                             }
+                             OnStrand([this, queue, next, cb] {
+                               Queue& q = QueueOf(queue);
+                               q.runtime = next;
+                               q.limits = next;
+                               RefreshQueue(q);
+                               Wake(q);
+                               Arm();
+                               cb(StatsOf(q));
+                             });
+                           });
+  });
+}
+
+void Dispatcher::SetCircuit(std::string queue, std::string type, CircuitBreaker::Forced mode,
+                            std::string principal, std::function<void(Result<QueueStats>)> cb) {
+  OnStrand([this, queue = std::move(queue), type = std::move(type), mode,
+            principal = std::move(principal), cb = std::move(cb)]() mutable {
+    Queue& q = QueueOf(queue);
+    TypeState& ts = TypeOf(q, type);
+    if (!ts.breaker) ts.breaker.emplace();
+    // Decide on a copy: the change is applied once it is durable.
+    CircuitBreaker next = *ts.breaker;
+    auto change = next.Force(mode, opts_.clock->MonoNow(), ts.circuit);
+    std::string forced = next.forced_name();
+    Emit(q, ts, *change, principal, forced,
+         [this, queue, type, mode, cb = std::move(cb)](Status st) {
+           if (!st.ok()) {
+             cb(st);
+             return;
+           }
+           OnStrand([this, queue, type, mode, cb] {
+             Queue& q = QueueOf(queue);
+             TypeState& ts = TypeOf(q, type);
+             if (!ts.breaker) ts.breaker.emplace();
+             (void)ts.breaker->Force(mode, opts_.clock->MonoNow(), ts.circuit);
+             // Given back to a type without a breaker of its own: nothing left to keep.
+             if (mode == CircuitBreaker::Forced::kNone && !ts.circuit.enabled) ts.breaker.reset();
+             RefreshType(q, type);
+             Wake(q);
+             Arm();
+             cb(StatsOf(q));
+           });
+         });
+  });
 }
 
 void Dispatcher::SetPaused(std::string queue, bool paused, std::string principal,

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "scheduler/flow_control.h"
 #include "scheduler/retry_policy.h"
 #include "scheduler/transitions.h"
 #include "storage/job_store.h"
@@ -37,6 +38,7 @@ struct JobPolicy {
   // heartbeat's extension.
   std::chrono::microseconds min_lease = std::chrono::seconds(1);
   std::chrono::microseconds max_lease = std::chrono::hours(12);
+  CircuitPolicy circuit;  // the (queue, type)'s circuit breaker; off unless enabled
 };
 
 struct DispatcherOptions {
@@ -57,6 +59,23 @@ struct DispatcherOptions {
   // The masked payload snapshot kept with a failed attempt (expiries: the dispatcher fails
   // those itself); optional.
   std::function<std::string(uint64_t job_id)> payload_snapshot;
+  // A live job reached DEAD (called on the strand, once per death; not for dead jobs found at
+  // recovery). Remediation (on_dead_letter) hangs off it; optional, must not block.
+  std::function<void(const storage::JobRecord& job)> on_dead;
+  // The config file's limits of a queue (runtime ones set through SetLimits take precedence).
+  // Read when a queue is first seen and on RefreshPolicies; thread-safe. Unset: unlimited.
+  std::function<QueueLimits(const std::string& queue)> limits_of;
+  // A circuit changed state (on the strand; after the change, before its event is durable).
+  std::function<void(const std::string& queue, const std::string& type, const CircuitChange&)>
+      on_circuit;
+};
+
+// Which limits a SetLimits call changes; unset fields keep their value, 0 removes a limit.
+struct LimitsUpdate {
+  std::optional<double> rate_per_second;
+  std::optional<uint32_t> burst;
+  std::optional<uint32_t> max_concurrency;
+  std::optional<uint32_t> max_per_key;
 };
 
 struct LeaseParams {
@@ -85,11 +104,28 @@ struct HeartbeatOutcome {
   std::string message;
 };
 
+struct CircuitStats {
+  std::string type;
+  CircuitState state = CircuitState::kClosed;
+  std::string forced;  // "", "open", "closed"
+  uint32_t window_attempts = 0, window_failures = 0;
+  double failure_rate = 0;
+  CircuitPolicy policy;
+  int64_t half_open_at_us = 0;  // wall clock, when open by itself
+  uint32_t opens = 0;
+  std::chrono::microseconds cooldown{0};
+  uint64_t held_back = 0;  // ready jobs of the type it holds back
+};
+
 struct QueueStats {
   std::string name;
   bool paused = false;
   uint64_t scheduled = 0, ready = 0, leased = 0, succeeded = 0, dead = 0, cancelled = 0;
   std::chrono::microseconds oldest_ready_age{0};
+  QueueLimits limits;                  // in force
+  bool runtime_limits = false;         // set through SetLimits (else from the config file)
+  uint64_t held_back = 0;              // ready jobs a limit or an open circuit holds back now
+  std::vector<CircuitStats> circuits;  // types with a circuit breaker, by name
 };
 
 struct DispatcherStats {
@@ -135,6 +171,16 @@ class Dispatcher {
   void SetPaused(std::string queue, bool paused, std::string principal,
                  std::function<void(Result<QueueStats>)> cb);
   void ListQueues(std::function<void(std::vector<QueueStats>)> cb);
+  // Changes a queue's limits durably (QUEUE_LIMITS_CHANGED by `principal`); errors name the
+  // field. Long-polls waiting on the queue are woken if the change lets them lease.
+  void SetLimits(std::string queue, LimitsUpdate update, std::string principal,
+                 std::function<void(Result<QueueStats>)> cb);
+  // Forces a (queue, type) circuit open or closed, or gives it back to its breaker (kNone),
+  // durably and as a CIRCUIT_* event by `principal`.
+  void SetCircuit(std::string queue, std::string type, CircuitBreaker::Forced mode,
+                  std::string principal, std::function<void(Result<QueueStats>)> cb);
+  // The policies changed (SIGHUP): re-read config limits and circuit policies.
+  void RefreshPolicies();
   // Dead jobs of `queue` with id > after_id, ascending, at most `limit`.
   void ListDeadIds(std::string queue, uint64_t after_id, size_t limit,
                    std::function<void(std::vector<uint64_t>)> cb);
@@ -157,11 +203,14 @@ class Dispatcher {
 
  private:
   struct Queue;
-  enum class Phase { kScheduled, kReady, kLeasing, kLeased, kSettling };
+  struct Lane;
+  // kNone: not counted anywhere (an entry being created or removed).
+  enum class Phase { kNone, kScheduled, kReady, kLeasing, kLeased, kSettling };
   struct Entry {
     Queue* queue = nullptr;
+    Lane* lane = nullptr;
     int32_t priority = 0;
-    Phase phase = Phase::kReady;
+    Phase phase = Phase::kNone;
     int64_t run_at_us = 0;
     int64_t ready_since_us = 0;
     uint32_t attempt = 0;
@@ -191,13 +240,41 @@ class Dispatcher {
     std::chrono::steady_clock::time_point deadline{};
     bool parked = false;
   };
+  using ReadyKey = std::pair<int64_t, uint64_t>;  // (-priority, id): highest first, then FIFO
+  // Per job type of a queue: its circuit breaker, if it has one.
+  struct TypeState {
+    std::string name;
+    uint32_t leased = 0;
+    uint64_t ready = 0;
+    CircuitPolicy circuit;  // cached from policy_of; refreshed on RefreshPolicies
+    std::optional<CircuitBreaker> breaker;
+  };
+  // The ready jobs of one (type, concurrency key) in lease order. A lane whose key is at its
+  // limit, or whose type's circuit holds it back, leaves the queue's `heads`: the leasable
+  // lanes ordered by their first job, so a pick skips held-back jobs without scanning them.
+  struct Lane {
+    TypeState* type = nullptr;
+    std::string key;
+    std::set<ReadyKey> ready;
+    uint32_t refs = 0;  // entries of this lane
+    bool in_heads = false;
+    ReadyKey head{};
+  };
   struct Queue {
     std::string name;
     bool paused = false;
-    std::set<std::pair<int64_t, uint64_t>> ready;  // (-priority, id): highest first, then FIFO
+    std::map<std::pair<std::string, std::string>, Lane> lanes;  // (type, key)
+    std::set<std::tuple<int64_t, uint64_t, Lane*>> heads;
+    std::map<std::string, TypeState> types;
+    std::unordered_map<std::string, uint32_t> key_leased;
+    uint64_t ready = 0;
     std::set<uint64_t> dead;
     uint64_t scheduled = 0, leased = 0, succeeded = 0, cancelled = 0;
     std::list<uint64_t> waiters;
+    QueueLimits limits;                  // in force
+    std::optional<QueueLimits> runtime;  // set through SetLimits
+    TokenBucket bucket;
+    std::optional<std::chrono::steady_clock::time_point> refill_armed;
   };
   using Mono = std::chrono::steady_clock::time_point;
 
@@ -205,9 +282,30 @@ class Dispatcher {
   void OnStrand(Fn&& fn);
 
   Queue& QueueOf(const std::string& name);
+  TypeState& TypeOf(Queue& q, const std::string& type);
+  Lane& LaneOf(Queue& q, const std::string& type, const std::string& key);
+  void ReleaseLane(Queue& q, Lane& lane);
+  // Flow control (strand only).
+  void RefreshLane(Queue& q, Lane& lane);
+  void RefreshKey(Queue& q, const std::string& key);
+  void RefreshType(Queue& q, const std::string& type);
+  void RefreshQueue(Queue& q);
+  void AdjustLeased(Queue& q, Lane& lane, int delta);
+  // Whether the queue may lease one more job now (pause, concurrency, rate); arms the refill
+  // timer when only the rate holds it back.
+  bool QueueOpen(Queue& q, Mono now);
+  bool Limited(const Queue& q) const;
+  enum class Outcome { kNone, kSuccess, kFailure };
+  void RecordOutcome(const storage::JobRecord& job, Outcome o);
+  void Emit(Queue& q, TypeState& ts, const CircuitChange& c, const std::string& principal,
+            std::optional<std::string> forced, std::function<void(Status)> done = nullptr);
+  void ArmCircuit(Queue& q, TypeState& ts);
+  void ApplyPolicies(Queue& q);
+  void TickFlow();
   JobPolicy PolicyFor(const std::string& queue, const std::string& type) const;
   // A transition that resolves the job's retry policy when it runs (on the committer).
-  storage::TransitionFn WithRetryPolicy(std::function<storage::TransitionFn(RetryPolicy)> make) const;
+  storage::TransitionFn WithRetryPolicy(
+      std::function<storage::TransitionFn(RetryPolicy)> make) const;
   double Draw();
   std::function<double()> Drawer();
 
@@ -230,10 +328,11 @@ class Dispatcher {
   void Tick();
   void Arm();
   void AfterWorkerCall(Token token, bool had_lease, const Result<storage::JobRecord>& r,
-                       const JobCallback& cb);
-  void WorkerCall(Token token, storage::TransitionFn fn, std::string principal, JobCallback cb);
+                       const JobCallback& cb, Outcome outcome);
+  void WorkerCall(Token token, storage::TransitionFn fn, Outcome outcome, std::string principal,
+                  JobCallback cb);
   void WorkerCalls(std::vector<Token> tokens, std::vector<storage::TransitionFn> fns,
-                   std::string principal, BatchCallback cb);
+                   std::vector<Outcome> outcomes, std::string principal, BatchCallback cb);
   void RedriveChunk(std::shared_ptr<std::vector<uint64_t>> ids, size_t offset,
                     std::string principal);
   QueueStats StatsOf(const Queue& q) const;
@@ -250,6 +349,11 @@ class Dispatcher {
   using MonoId = std::pair<Mono, uint64_t>;
   std::priority_queue<MonoId, std::vector<MonoId>, std::greater<>> deadlines_;
   std::priority_queue<MonoId, std::vector<MonoId>, std::greater<>> wait_deadlines_;
+  // Rate-limited queues waiting for a token, and open circuits waiting for their cooldown.
+  using MonoQueue = std::pair<Mono, std::string>;
+  std::priority_queue<MonoQueue, std::vector<MonoQueue>, std::greater<>> refills_;
+  using MonoCircuit = std::tuple<Mono, std::string, std::string>;  // (when, queue, type)
+  std::priority_queue<MonoCircuit, std::vector<MonoCircuit>, std::greater<>> circuit_timers_;
   std::unordered_map<uint64_t, Waiter> waiters_;
   uint64_t next_waiter_id_ = 1;
   bool stopped_ = false;

@@ -23,7 +23,8 @@ constexpr std::array<const char*, 5> kRoleNames = {"producer", "worker", "operat
                                                    "admin"};
 constexpr std::array<const char*, kPermissionCount> kPermissionNames = {
     "enqueue", "read-own-jobs", "read-jobs", "read-payloads", "work",          "list",
-    "pause",   "cancel",        "redrive",   "audit-read",    "audit-truncate"};
+    "pause",   "cancel",        "redrive",   "audit-read",    "audit-truncate", "limits",
+    "schedule"};
 
 constexpr uint32_t Bit(Permission p) { return 1u << static_cast<uint32_t>(p); }
 
@@ -33,9 +34,10 @@ constexpr std::array<uint32_t, 5> kRolePermissions = {
     Bit(Permission::kEnqueue) | Bit(Permission::kReadOwnJobs) | Bit(Permission::kReadPayloads),
     // worker: the lease protocol; a leased job comes with its payload.
     Bit(Permission::kWork) | Bit(Permission::kReadPayloads),
-    // operator: job metadata and history, queue control, cancel, redrive; no payloads.
+    // operator: job metadata and history, queue control and limits, cancel, redrive; no
+    // payloads.
     Bit(Permission::kReadJobs) | Bit(Permission::kList) | Bit(Permission::kPause) |
-        Bit(Permission::kCancel) | Bit(Permission::kRedrive),
+        Bit(Permission::kCancel) | Bit(Permission::kRedrive) | Bit(Permission::kLimits),
     // auditor: read-only metadata and history, and the audit log; no payloads, no changes.
     Bit(Permission::kReadJobs) | Bit(Permission::kList) | Bit(Permission::kAuditRead),
     // admin: everything.

@@ -42,14 +42,16 @@ enum class Permission : uint32_t {
   kReadJobs,       // GetJob, GetJobHistory of any job in its queues
   kReadPayloads,   // payloads, results and failure snapshots in answers
   kWork,           // Lease, Heartbeat, Complete, CompleteBatch, Fail, Release
-  kList,           // ListQueues, ListJobs, ListDeadLetters, ListFailures
+  kList,           // ListQueues, ListJobs, ListDeadLetters, ListFailures, ListSchedules
   kPause,          // PauseQueue, ResumeQueue
   kCancel,         // CancelJob
-  kRedrive,        // Redrive
+  kRedrive,        // Redrive, ResolveAttention
   kAuditRead,      // AuditService VerifyAudit, ExportAudit, Reconcile
   kAuditTruncate,  // AuditService TruncateAudit
+  kLimits,         // SetQueueLimits, SetCircuit
+  kSchedule,       // AddSchedule, RemoveSchedule (a schedule enqueues jobs with its payload)
 };
-inline constexpr size_t kPermissionCount = 11;
+inline constexpr size_t kPermissionCount = 13;
 
 const char* RoleName(Role role);
 const char* PermissionName(Permission p);

@@ -10,6 +10,7 @@
 #include "common/duration.h"
 #include "common/sha256.h"
 #include "server/job_mapping.h"
+#include "server/schedules.h"
 
 namespace ledgerq::server {
 namespace {
@@ -134,6 +135,58 @@ Result<std::vector<std::string>> StringArray(const toml::node& node, const std::
   return out;
 }
 
+// Reads a type's `on-dead-letter = { queue = "Q", type = "T", needs-attention = true }`; every
+// problem goes to `errors`, naming the key.
+void ParseOnDeadLetter(const toml::node& node, const std::string& field,
+                       std::optional<OnDeadLetter>* out, std::vector<std::string>* errors) {
+  const toml::table* t = node.as_table();
+  if (!t) {
+    errors->push_back("config: " + field +
+                      ": must be a table, e.g. { queue = \"refunds\", type = "
+                      "\"charge.compensate\", needs-attention = true }");
+    return;
+  }
+  OnDeadLetter o;
+  bool ok = true;
+  for (auto&& [key, v] : *t) {
+    const std::string k(key.str());
+    const std::string f = field + "." + k;
+    if (k == "queue" || k == "type") {
+      auto s = Key(f, v).String();
+      Status st = s.ok() ? ValidateName(*s, "config: " + f) : s.status();
+      if (!st.ok()) {
+        errors->push_back(st.message());
+        ok = false;
+      } else {
+        (k == "queue" ? o.queue : o.type) = *s;
+      }
+    } else if (k == "needs-attention") {
+      if (!v.is_boolean()) {
+        errors->push_back("config: " + f + ": must be true or false");
+        ok = false;
+      } else {
+        o.needs_attention = *v.value<bool>();
+      }
+    } else {
+      errors->push_back("config: unknown key \"" + f + "\" (queue, type, needs-attention)");
+      ok = false;
+    }
+  }
+  if (!ok) return;
+  if (o.queue.empty() != o.type.empty()) {
+    errors->push_back("config: " + field + "." + (o.queue.empty() ? "queue" : "type") +
+                      ": a compensation job needs both queue and type");
+    return;
+  }
+  if (!o.compensates() && !o.needs_attention) {
+    errors->push_back("config: " + field +
+                      ": asks for nothing; set queue and type (a compensation job), "
+                      "needs-attention = true, or both");
+    return;
+  }
+  *out = o;
+}
+
 // Reads one [queues.NAME] or [types.NAME] table into `d`; every problem goes to `errors`.
 void ParseDecl(const toml::table& table, const std::string& prefix, bool is_type, PolicyDecl* d,
                std::vector<std::string>* errors) {
@@ -212,6 +265,57 @@ void ParseDecl(const toml::table& table, const std::string& prefix, bool is_type
       st = duration(&d->remove_after);
     } else if (k == "dead-letters-keep") {
       st = duration(&d->dead_letters_keep);
+    } else if (!is_type && k == "rate-limit") {
+      auto n = v.Number();
+      st = n.status();
+      if (n.ok() && !(*n >= 0)) {
+        st = Status::InvalidArgument("config: " + field + ": must be 0 (unlimited) or more");
+      }
+      if (st.ok()) d->rate_limit = *n;
+    } else if (!is_type &&
+               (k == "rate-burst" || k == "max-concurrency" || k == "max-per-key")) {
+      auto n = v.Int();
+      st = n.status();
+      if (n.ok() && (*n < 0 || *n > 10'000'000)) {
+        st = Status::InvalidArgument("config: " + field + ": must be between 0 and 10000000");
+      }
+      if (st.ok()) {
+        const auto u = static_cast<uint32_t>(*n);
+        (k == "rate-burst" ? d->rate_burst : k == "max-concurrency" ? d->max_concurrency
+                                                                    : d->max_per_key) = u;
+      }
+    } else if (k == "circuit-breaker") {
+      if (auto b = node.value<bool>(); b && node.is_boolean()) {
+        d->circuit_breaker = *b;
+      } else {
+        st = Status::InvalidArgument("config: " + field + ": must be true or false");
+      }
+    } else if (k == "circuit-threshold") {
+      auto n = v.Number();
+      st = n.status();
+      if (st.ok()) d->circuit_threshold = *n;
+    } else if (k == "circuit-window") {
+      st = duration(&d->circuit_window);
+    } else if (k == "circuit-cooldown") {
+      st = duration(&d->circuit_cooldown);
+    } else if (k == "circuit-max-cooldown") {
+      st = duration(&d->circuit_max_cooldown);
+    } else if (k == "circuit-min-attempts" || k == "circuit-trials") {
+      auto n = v.Int();
+      st = n.status();
+      if (n.ok() && (*n < 1 || *n > 1'000'000)) {
+        st = Status::InvalidArgument("config: " + field + ": must be between 1 and 1000000");
+      }
+      if (st.ok()) {
+        (k == "circuit-trials" ? d->circuit_trials : d->circuit_min_attempts) =
+            static_cast<uint32_t>(*n);
+      }
+    } else if (is_type && (k == "rate-limit" || k == "rate-burst" || k == "max-concurrency" ||
+                           k == "max-per-key")) {
+      st = Status::InvalidArgument("config: " + field +
+                                   ": flow-control limits are per queue; set it in [queues.NAME]");
+    } else if (is_type && k == "on-dead-letter") {
+      ParseOnDeadLetter(node, field, &d->on_dead_letter, errors);
     } else {
       st = Status::InvalidArgument("config: unknown key \"" + field + "\"");
     }
@@ -240,6 +344,113 @@ void ParseDecls(const toml::node& node, const std::string& section, bool is_type
       continue;
     }
     ParseDecl(*t, prefix, is_type, &(*out)[name], errors);
+  }
+}
+
+// Reads the [schedules.NAME] tables; every problem goes to `errors`, naming the key. The values
+// are checked together once the whole file is read (ValidateSchedules).
+void ParseSchedules(const toml::node& node, std::map<std::string, storage::ScheduleRecord>* out,
+                    std::vector<std::string>* errors) {
+  const toml::table* tables = node.as_table();
+  if (!tables) {
+    errors->push_back("config: schedules: must be a table");
+    return;
+  }
+  for (auto&& [name_key, tnode] : *tables) {
+    const std::string name(name_key.str());
+    const std::string prefix = "schedules." + name + ".";
+    Status st = ValidateName(name, "config: schedules." + name);
+    const toml::table* t = tnode.as_table();
+    if (st.ok() && !t) {
+      st = Status::InvalidArgument("config: schedules." + name + ": must be a table");
+    }
+    if (!st.ok()) {
+      errors->push_back(st.message());
+      continue;
+    }
+    storage::ScheduleRecord rec;
+    rec.set_name(name);
+    rec.set_payload("{}");
+    for (auto&& [key, v] : *t) {
+      const std::string k(key.str());
+      const Key value(prefix + k, v);
+      Status kst;
+      auto string_into = [&](auto set) {
+        auto x = value.String();
+        if (x.ok()) set(*x);
+        return x.status();
+      };
+      if (k == "cron") {
+        kst = string_into([&](const std::string& x) { rec.set_cron(x); });
+      } else if (k == "queue") {
+        kst = string_into([&](const std::string& x) { rec.set_queue(x); });
+      } else if (k == "type") {
+        kst = string_into([&](const std::string& x) { rec.set_type(x); });
+      } else if (k == "payload") {
+        kst = string_into([&](const std::string& x) { rec.set_payload(x); });
+      } else if (k == "missed") {
+        kst = string_into([&](const std::string& x) { rec.set_missed(x); });
+      } else if (k == "priority") {
+        auto n = value.Int();
+        kst = n.status();
+        if (n.ok() && (*n < INT32_MIN || *n > INT32_MAX)) {
+          kst = Status::InvalidArgument("config: " + prefix + k + ": out of the 32-bit range");
+        }
+        if (kst.ok()) rec.set_priority(static_cast<int32_t>(*n));
+      } else if (k == "max-attempts") {
+        auto n = value.Int();
+        kst = n.ok() ? CheckMaxAttempts(*n, "config: " + prefix + k) : n.status();
+        if (kst.ok()) rec.set_max_attempts(static_cast<uint32_t>(*n));
+      } else if (k == "labels") {
+        const toml::table* labels = v.as_table();
+        if (!labels) {
+          kst = Status::InvalidArgument("config: " + prefix + k +
+                                        ": must be a table of strings, e.g. "
+                                        "{ team = \"billing\" }");
+        } else {
+          for (auto&& [lk, lv] : *labels) {
+            auto x = Key(prefix + k + "." + std::string(lk.str()), lv).String();
+            if (!x.ok()) {
+              errors->push_back(x.status().message());
+            } else {
+              (*rec.mutable_labels())[std::string(lk.str())] = *x;
+            }
+          }
+        }
+      } else {
+        kst = Status::InvalidArgument("config: unknown key \"" + prefix + k +
+                                      "\" (cron, queue, type, payload, priority, max-attempts, "
+                                      "missed, labels)");
+      }
+      if (!kst.ok()) errors->push_back(kst.message());
+    }
+    for (const char* required : {"cron", "queue", "type"}) {
+      if (!t->contains(required)) {
+        errors->push_back("config: schedules." + name + "." + required + ": missing (required)");
+      }
+    }
+    (*out)[name] = std::move(rec);
+  }
+}
+
+// Each schedule's values and, with `admit` (the policies are sound), that the jobs it enqueues
+// pass the file's own policies.
+void ValidateSchedules(Config* c, bool admit, std::vector<std::string>* errors) {
+  LivePolicies live(c->MakePolicies());
+  const EnqueueLimits limits{c->max_payload_bytes, c->retry.max_attempts, &live};
+  for (auto& [name, rec] : c->schedule_decls) {
+    const std::string prefix = "config: schedules." + name + ".";
+    Status st = ValidateSchedule(&rec, limits, prefix, /*dashed=*/true);
+    if (st.ok() && admit) {
+      storage::NewJob probe;
+      st = ScheduleJob(rec, 0, limits, 0, &probe);
+      if (!st.ok()) {
+        st = Status::InvalidArgument("config: schedules." + name +
+                                     ": the jobs it would enqueue are refused: " + st.message());
+      }
+    }
+    rec.set_source(kScheduleSourceConfig);
+    if (!st.ok()) errors->push_back(st.message());
   }
 }
 
@@ -350,6 +561,10 @@ Result<Config> ParseConfigToml(std::string_view text, Config base) {
         ParseDecls(node, "types", /*is_type=*/true, &c.type_decls, &errors);
         return Status::Ok();
       }
+      if (k == "schedules") {
+        ParseSchedules(node, &c.schedule_decls, &errors);
+        return Status::Ok();
+      }
       auto applied = ApplyRetryKey(v, k, &c.retry);
       if (!applied.ok()) return applied.status();
       if (!*applied) return Status::InvalidArgument("config: unknown key \"" + k + "\"");
@@ -366,6 +581,7 @@ Result<Config> ParseConfigToml(std::string_view text, Config base) {
     Status st = c.MakePolicies().Validate();
     if (!st.ok()) errors.push_back(st.message());
   }
+  ValidateSchedules(&c, /*admit=*/errors.empty(), &errors);
   if (errors.empty()) return c;
   std::string msg;
   for (const auto& e : errors) msg += (msg.empty() ? "" : "\n") + e;
@@ -452,7 +668,7 @@ Result<std::optional<Config>> ParseCommandLine(int argc, char** argv) {
     const Policies p = parsed->MakePolicies();
     std::cout << "ok: " << check_config << ": " << p.queues.size() << " queue and "
               << p.types.size() << " type policies, policy sha256 " << ToHex(Sha256(p.Canonical()))
-              << "\n";
+              << ", " << parsed->schedule_decls.size() << " schedules\n";
     return std::optional<Config>();
   }
 

@@ -15,6 +15,7 @@
 #include <iostream>
 #include <thread>
 
+#include "common/duration.h"
 #include "metrics/metrics.h"
 #include "scheduler/dispatcher.h"
 #include "server/audit_service.h"
@@ -24,6 +25,8 @@
 #include "server/job_service.h"
 #include "server/lifecycle.h"
 #include "server/payload_snapshot.h"
+#include "server/remediation.h"
+#include "server/schedules.h"
 #include "server/worker_service.h"
 
 namespace ledgerq::server {
@@ -56,7 +59,7 @@ void RecordPolicies(storage::JobStore* store, const Policies& p, const std::stri
 // keys take effect at the next start). An invalid file keeps the policy in force; a valid one is
 // recorded (POLICY_CHANGED when it differs) and takes effect once durable.
 void ReloadPolicies(const Config& config, storage::JobStore* store, LivePolicies* live,
-                    std::atomic<bool>* busy) {
+                    std::atomic<bool>* busy, std::function<void()> applied) {
   if (config.config_file.empty()) return;
   auto fresh = LoadConfigFile(config.config_file, Config{}, "--config");
   const uint64_t in_force = live->Get()->version;
@@ -74,9 +77,10 @@ void ReloadPolicies(const Config& config, storage::JobStore* store, LivePolicies
   next.strict_types = fresh->strict_types || config.strict_types_flag;
   Policies p = next.MakePolicies();
   RecordPolicies(store, p, config.config_file, "SIGHUP",
-                 [live, busy, p, in_force](Result<uint64_t> v) mutable {
+                 [live, busy, p, in_force, applied](Result<uint64_t> v) mutable {
                    if (v.ok()) {
                      live->Set(std::move(p), *v);
+                     if (applied) applied();  // limits and circuit breakers re-read it
                    } else {
                      spdlog::error("SIGHUP: keeping policy version {}: {}", in_force,
                                    v.status().message());
@@ -119,6 +123,11 @@ Status RunDaemon(const Config& config) {
   so.retention = [&live_policies](const std::string& queue, const std::string& type) {
     const LivePolicies* live = live_policies.load();
     return live ? live->Get()->policies.Resolve(queue, type).retention : storage::RetentionPolicy{};
+  };
+  // Dead-letter remediation: the type's on-dead-letter marks, written with the death itself.
+  so.dead_letter_marks = [&live_policies](const storage::JobRecord& job) {
+    const LivePolicies* live = live_policies.load();
+    return live ? DeadLetterMarksFor(live->Get()->policies, job) : storage::DeadLetterMarks{};
   };
   // Retention removes finished records in the store; the dispatcher's counts follow once it
   // exists (nothing is removed before the housekeeper starts, after recovery).
@@ -200,7 +209,18 @@ Status RunDaemon(const Config& config) {
   dopts.default_policy = config.retry;
   dopts.policy_of = [&policies](const std::string& queue, const std::string& type) {
     ResolvedPolicy r = policies.Get()->policies.Resolve(queue, type);
-    return scheduler::JobPolicy{r.retry, r.min_lease, r.max_lease};
+    return scheduler::JobPolicy{r.retry, r.min_lease, r.max_lease, r.circuit};
+  };
+  dopts.limits_of = [&policies](const std::string& queue) {
+    return policies.Get()->policies.LimitsOf(queue);
+  };
+  dopts.on_circuit = [&metrics](const std::string& queue, const std::string& type,
+                                const scheduler::CircuitChange& c) {
+    metrics.CircuitChanged(queue, type, scheduler::CircuitStateName(c.to));
+    spdlog::warn("circuit {}/{}: {} -> {} ({}; {} of {} attempts failed in the window{})", queue,
+                 type, scheduler::CircuitStateName(c.from), scheduler::CircuitStateName(c.to),
+                 c.cause, c.window_failures, c.window_attempts,
+                 c.cooldown.count() ? ", cooldown " + FormatDuration(c.cooldown) : "");
   };
   dopts.redrive_per_second = config.redrive_rate;
   auto masks_of = [&policies](const std::string& queue, const std::string& type) {
@@ -212,6 +232,12 @@ Status RunDaemon(const Config& config) {
     auto payload = store_ptr->GetPayload(id);
     if (!job.ok() || !payload.ok()) return "";
     return PayloadSnapshot(*payload, masks_of(job->queue(), job->type()));
+  };
+  // Compensations of jobs that die from now on; the remediation exists once recovery is done
+  // (no job dies before), and its first pass finishes what a crash left pending.
+  std::atomic<Remediation*> remediation_ptr{nullptr};
+  dopts.on_dead = [&remediation_ptr](const storage::JobRecord& job) {
+    if (Remediation* r = remediation_ptr.load()) r->OnDead(job);
   };
   scheduler::Dispatcher dispatcher(store.get(), ioc, dopts);
   counts.store(&dispatcher);
@@ -231,6 +257,13 @@ Status RunDaemon(const Config& config) {
                           HousekeepingOptions{.archive_dir = config.archive_dir,
                                               .archive_after = config.archive_after});
   housekeeper.Start();
+  Remediation remediation(
+      store.get(), &policies, [&dispatcher](const auto& job) { dispatcher.OnCreated(job); },
+      &metrics);
+  remediation_ptr.store(&remediation);
+  std::shared_ptr<void> forget_remediation(
+      nullptr, [&remediation_ptr](void*) { remediation_ptr.store(nullptr); });
+  remediation.Start();
 
   EnqueueLimits limits{config.max_payload_bytes, config.retry.max_attempts, &policies};
   JobServiceImpl jobs(
@@ -243,6 +276,19 @@ Status RunDaemon(const Config& config) {
   WorkerServiceImpl workers(&dispatcher, store.get(), &metrics, SystemClock::Instance(), masks_of,
                             &auth);
   AdminServiceImpl admin(&dispatcher, store.get(), &metrics, SystemClock::Instance(), &auth);
+  // Cron schedules: the config file's brought into the store, then fired on their own thread
+  // (after recovery, so the dispatcher indexes every job a firing creates), each job through
+  // Enqueue's own validation and admission. Stopped before the store closes.
+  Schedules schedules(store.get(), SystemClock::Instance(),
+                      SchedulesOptions{.limits = limits,
+                                       .created = [&dispatcher](const storage::JobRecord& job) {
+                                         dispatcher.OnCreated(job);
+                                       },
+                                       .grace = std::chrono::seconds(60),
+                                       .tick = std::chrono::seconds(1)});
+  LEDGERQ_RETURN_IF_ERROR(schedules.Load(config.schedule_decls));
+  schedules.Start();
+  admin.SetSchedules(&schedules);
   AuditServiceImpl audit(&dispatcher, store.get(), &metrics, SystemClock::Instance(), &auth);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -322,7 +368,11 @@ Status RunDaemon(const Config& config) {
       for (const auto& q : qs) {
         out.push_back({q.name, q.paused, double(q.scheduled), double(q.ready), double(q.leased),
                        double(q.succeeded), double(q.dead), double(q.cancelled),
-                       std::chrono::duration<double>(q.oldest_ready_age).count()});
+                       std::chrono::duration<double>(q.oldest_ready_age).count(),
+                       double(q.held_back), {}});
+        for (const auto& c : q.circuits) {
+          out.back().circuits.push_back({c.type, scheduler::CircuitStateName(c.state)});
+        }
       }
       metrics.SetQueues(out);
     });
@@ -340,7 +390,8 @@ Status RunDaemon(const Config& config) {
   auto reload = [&] {
     spdlog::info("received SIGHUP: reloading");
     (void)auth.Reload();  // logs the outcome itself
-    ReloadPolicies(config, store.get(), &policies, &reloading_policies);
+    ReloadPolicies(config, store.get(), &policies, &reloading_policies,
+                   [&dispatcher] { dispatcher.RefreshPolicies(); });
   };
   std::function<void()> await_hangup = [&] {
     hangups.async_wait([&](const boost::system::error_code& ec, int) {
@@ -371,6 +422,9 @@ Status RunDaemon(const Config& config) {
   ioc.run();
   if (drainer.joinable()) drainer.join();
   server->Wait();
+  remediation_ptr.store(nullptr);
+  remediation.Stop();
+  schedules.Stop();
   housekeeper.Stop();
   Status st = store->Close();
   if (st.ok()) spdlog::info("closed {} cleanly", config.data_dir);

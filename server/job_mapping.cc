@@ -186,6 +186,14 @@ Status ToNewJob(const v1::EnqueueRequest& req, const EnqueueLimits& limits, int6
   if (tracestate.size() > 512 || HasControlChars(tracestate)) {
     return Status::InvalidArgument("tracestate: must be at most 512 printable bytes (W3C)");
   }
+  if (req.concurrency_key().size() > kMaxIdempotencyKeyBytes) {
+    return Status::InvalidArgument("concurrency_key: longer than 256 bytes (" +
+                                   std::to_string(req.concurrency_key().size()) + ")");
+  }
+  if (HasControlChars(req.concurrency_key())) {
+    return Status::InvalidArgument("concurrency_key: " + Quote(req.concurrency_key()) +
+                                   " contains control characters");
+  }
   std::optional<storage::v1::RetryPolicyRecord> retry;
   if (req.has_retry_policy()) {
     const auto& rp = req.retry_policy();
@@ -232,6 +240,7 @@ Status ToNewJob(const v1::EnqueueRequest& req, const EnqueueLimits& limits, int6
   job.retry = std::move(retry);
   job.idempotency_key = req.idempotency_key();
   job.parent_job_id = req.parent_job_id();
+  job.concurrency_key = req.concurrency_key();
   for (const auto& [k, v] : req.labels()) job.labels.emplace(k, v);
   job.traceparent = std::move(traceparent);
   job.tracestate = std::move(tracestate);
@@ -263,6 +272,9 @@ v1::Job ToApiJob(const storage::JobRecord& rec, int64_t now_us) {
   job.set_tracestate(rec.tracestate());
   job.set_policy_version(rec.policy_version());
   job.set_payload_purged(rec.payload_purged());
+  job.set_concurrency_key(rec.concurrency_key());
+  job.set_needs_attention(rec.needs_attention());
+  job.set_compensation_job_id(rec.compensation_job_id());
   auto state = static_cast<v1::JobState>(rec.state());
   if (state == v1::JOB_STATE_SCHEDULED && rec.run_at_us() <= now_us) {
     state = v1::JOB_STATE_READY;
@@ -351,6 +363,63 @@ v1::JobEvent ToApiEvent(const storage::EventBody& ev) {
   out.set_policy_version(ev.policy_version());
   out.set_policy_digest(ev.policy_digest());
   out.set_policy_text(ev.policy_text());
+  out.set_related_job_id(ev.related_job_id());
+  if (ev.has_limits()) *out.mutable_limits() = ToApiLimits(ev.limits());
+  if (ev.has_circuit()) *out.mutable_circuit() = ToApiCircuitChange(ev.circuit());
+  if (ev.has_schedule()) *out.mutable_schedule() = ToApiSchedule(ev.schedule(), false);
+  out.set_needs_attention(ev.needs_attention());
+  out.set_concurrency_key(ev.concurrency_key());
+  out.set_parent_job_id(ev.parent_job_id());
+  return out;
+}
+
+v1::QueueLimits ToApiLimits(const storage::v1::QueueLimitsRecord& rec) {
+  v1::QueueLimits out;
+  out.set_rate_per_second(rec.rate_per_second());
+  out.set_burst(rec.burst());
+  out.set_max_concurrency(rec.max_concurrency());
+  out.set_max_per_key(rec.max_per_key());
+  return out;
+}
+
+v1::CircuitInfo ToApiCircuitChange(const storage::v1::CircuitRecord& rec) {
+  v1::CircuitInfo out;
+  out.set_type(rec.job_type());
+  out.set_from_state(rec.from_state());
+  out.set_state(rec.to_state());
+  out.set_cause(rec.cause());
+  out.set_window_attempts(rec.window_attempts());
+  out.set_window_failures(rec.window_failures());
+  out.set_failure_rate(rec.failure_rate());
+  out.set_threshold(rec.threshold());
+  *out.mutable_window() = DurationFromMicros(rec.window_us());
+  out.set_min_attempts(rec.min_attempts());
+  *out.mutable_cooldown() = DurationFromMicros(rec.cooldown_us());
+  out.set_trials(rec.trials());
+  out.set_forced(rec.forced());
+  return out;
+}
+
+v1::Schedule ToApiSchedule(const storage::v1::ScheduleRecord& rec, bool with_payload) {
+  v1::Schedule out;
+  out.set_name(rec.name());
+  out.set_cron(rec.cron());
+  out.set_queue(rec.queue());
+  out.set_type(rec.type());
+  if (with_payload) {
+    out.set_payload(rec.payload());
+  } else {
+    out.set_payload_omitted(!rec.payload().empty());
+  }
+  out.set_priority(rec.priority());
+  out.set_max_attempts(rec.max_attempts());
+  out.set_missed(rec.missed());
+  out.set_source(rec.source());
+  out.set_created_by(rec.created_by());
+  if (rec.created_at_us()) *out.mutable_created_at() = TimestampFromMicros(rec.created_at_us());
+  if (rec.last_fire_us()) *out.mutable_last_fire() = TimestampFromMicros(rec.last_fire_us());
+  for (const auto& [k, v] : rec.labels()) (*out.mutable_labels())[k] = v;
+  out.set_last_job_id(rec.last_job_id());
   return out;
 }
 

@@ -60,6 +60,11 @@ std::string NewTraceparent();
 v1::Job ToApiJob(const storage::JobRecord& rec, int64_t now_us);
 
 v1::JobEvent ToApiEvent(const storage::EventBody& ev);
+v1::QueueLimits ToApiLimits(const storage::v1::QueueLimitsRecord& rec);
+// A circuit breaker change as recorded in an event (the numbers that caused it).
+v1::CircuitInfo ToApiCircuitChange(const storage::v1::CircuitRecord& rec);
+// A schedule; its payload only when `with_payload` (else payload_omitted when it has one).
+v1::Schedule ToApiSchedule(const storage::v1::ScheduleRecord& rec, bool with_payload);
 
 grpc::Status ToGrpcStatus(const Status& st);
 grpc::StatusCode ToGrpcCode(Code code);

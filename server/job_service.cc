@@ -180,6 +180,13 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* ct
     return reactor;
   }
   *resp = ToApiJob(*rec, clock_->WallMicros());
+  // Its children: jobs enqueued with it as their parent (the first kMaxChildIds).
+  auto children = store_->ListChildren(rec->id(), kMaxChildIds);
+  if (!children.ok()) {
+    Finish(reactor, "GetJob", ToGrpcStatus(children.status()));
+    return reactor;
+  }
+  for (uint64_t id : *children) resp->add_child_job_ids(id);
   if (!caller.payloads()) {
     OmitPayload(resp);  // not even read from storage
     Finish(reactor, "GetJob", grpc::Status::OK);

@@ -55,6 +55,9 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
 void FinishCall(metrics::Metrics* metrics, grpc::ServerUnaryReactor* reactor, const char* method,
                 const grpc::Status& st);
 
+// GetJob lists at most this many of a job's children (the lowest ids).
+inline constexpr size_t kMaxChildIds = 1000;
+
 // The principal every request acts as when ledgerqd runs without an auth file.
 inline constexpr char kAnonymous[] = "anonymous";
 

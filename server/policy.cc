@@ -60,6 +60,13 @@ void Apply(const PolicyDecl& d, ResolvedPolicy& r, std::optional<std::vector<std
   if (d.purge_payloads_after) r.retention.payloads = *d.purge_payloads_after;
   if (d.remove_after) r.retention.records = *d.remove_after;
   if (d.dead_letters_keep) r.retention.dead = *d.dead_letters_keep;
+  if (d.circuit_breaker) r.circuit.enabled = *d.circuit_breaker;
+  if (d.circuit_threshold) r.circuit.threshold = *d.circuit_threshold;
+  if (d.circuit_window) r.circuit.window = *d.circuit_window;
+  if (d.circuit_min_attempts) r.circuit.min_attempts = *d.circuit_min_attempts;
+  if (d.circuit_cooldown) r.circuit.cooldown = *d.circuit_cooldown;
+  if (d.circuit_max_cooldown) r.circuit.max_cooldown = *d.circuit_max_cooldown;
+  if (d.circuit_trials) r.circuit.trials = *d.circuit_trials;
 }
 
 bool HasType(const nlohmann::json& v, JsonType t) {
@@ -115,6 +122,25 @@ nlohmann::json DeclJson(const PolicyDecl& d) {
   if (d.remove_after) j["remove-after"] = Us(d.remove_after);
   if (d.dead_letters_keep) j["dead-letters-keep"] = Us(d.dead_letters_keep);
   if (!d.queues.empty()) j["queues"] = d.queues;
+  if (d.rate_limit) j["rate-limit"] = *d.rate_limit;
+  if (d.rate_burst) j["rate-burst"] = *d.rate_burst;
+  if (d.max_concurrency) j["max-concurrency"] = *d.max_concurrency;
+  if (d.max_per_key) j["max-per-key"] = *d.max_per_key;
+  if (d.circuit_breaker) j["circuit-breaker"] = *d.circuit_breaker;
+  if (d.circuit_threshold) j["circuit-threshold"] = *d.circuit_threshold;
+  if (d.circuit_window) j["circuit-window"] = Us(d.circuit_window);
+  if (d.circuit_min_attempts) j["circuit-min-attempts"] = *d.circuit_min_attempts;
+  if (d.circuit_cooldown) j["circuit-cooldown"] = Us(d.circuit_cooldown);
+  if (d.circuit_max_cooldown) j["circuit-max-cooldown"] = Us(d.circuit_max_cooldown);
+  if (d.circuit_trials) j["circuit-trials"] = *d.circuit_trials;
+  if (d.on_dead_letter) {
+    nlohmann::json o = {{"needs-attention", d.on_dead_letter->needs_attention}};
+    if (d.on_dead_letter->compensates()) {
+      o["queue"] = d.on_dead_letter->queue;
+      o["type"] = d.on_dead_letter->type;
+    }
+    j["on-dead-letter"] = o;
+  }
   return j;
 }
 
@@ -145,9 +171,22 @@ ResolvedPolicy Policies::Resolve(const std::string& queue, const std::string& ty
   if (auto t = types.find(type); t != types.end()) {
     Apply(t->second, r, masks);
     r.type_declared = true;
+    r.on_dead_letter = t->second.on_dead_letter;
   }
   r.mask_fields = masks ? std::move(*masks) : DefaultMaskFields();
   return r;
+}
+
+scheduler::QueueLimits Policies::LimitsOf(const std::string& queue) const {
+  scheduler::QueueLimits l;
+  auto q = queues.find(queue);
+  if (q == queues.end()) return l;
+  const PolicyDecl& d = q->second;
+  l.rate_per_second = d.rate_limit.value_or(0);
+  l.burst = d.rate_burst.value_or(0);
+  l.max_concurrency = d.max_concurrency.value_or(0);
+  l.max_per_key = d.max_per_key.value_or(0);
+  return l;
 }
 
 Status Policies::Admit(const storage::NewJob& job, std::string_view principal) const {
@@ -235,9 +274,50 @@ Status Policies::Validate() const {
       problems.push_back(where + "min-lease: " + FormatDuration(r.min_lease) +
                          " is above max-lease " + FormatDuration(r.max_lease));
     }
+    if (Status cs = scheduler::ValidateCircuit(r.circuit, where); !cs.ok()) {
+      problems.push_back(cs.message());
+    }
   };
+  for (const auto& [name, d] : queues) {
+    scheduler::QueueLimits l = LimitsOf(name);
+    if (Status ls = scheduler::ValidateLimits(l, "config: queues." + name + "."); !ls.ok()) {
+      // The file spells the fields rate-limit, rate-burst, max-concurrency, max-per-key.
+      std::string msg = ls.message();
+      for (auto [api, file] : {std::pair{"rate_per_second", "rate-limit"},
+                               std::pair{"burst", "rate-burst"},
+                               std::pair{"max_concurrency", "max-concurrency"},
+                               std::pair{"max_per_key", "max-per-key"}}) {
+        if (auto pos = msg.find(std::string(".") + api + ":"); pos != std::string::npos) {
+          msg.replace(pos + 1, std::string(api).size(), file);
+          break;
+        }
+      }
+      problems.push_back(msg);
+    }
+  }
   for (const auto& [name, d] : queues) check("config: queues." + name + ".", Resolve(name, ""));
   for (const auto& [name, d] : types) check("config: types." + name + ".", Resolve("", name));
+  // Compensation chains must end: a type whose compensations lead back to it would enqueue
+  // compensations of compensations for as long as they keep dying.
+  for (const auto& [name, d] : types) {
+    std::vector<std::string> chain{name};
+    for (auto at = types.find(name); at != types.end() && at->second.on_dead_letter &&
+                                     at->second.on_dead_letter->compensates();
+         at = types.find(chain.back())) {
+      const std::string& next = at->second.on_dead_letter->type;
+      const bool loops = std::find(chain.begin(), chain.end(), next) != chain.end();
+      chain.push_back(next);
+      if (!loops) continue;
+      if (next == name) {  // a loop further on is reported from a type on it
+        std::string path;
+        for (const auto& c : chain) path += (path.empty() ? "" : " -> ") + c;
+        problems.push_back("config: types." + name +
+                           ".on-dead-letter.type: the compensation chain loops back (" + path +
+                           "), so compensations of compensations could go on forever");
+      }
+      break;
+    }
+  }
   if (problems.empty()) return Status::Ok();
   std::string msg;
   for (const auto& p : problems) msg += (msg.empty() ? "" : "\n") + p;

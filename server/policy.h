@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "scheduler/flow_control.h"
 #include "scheduler/retry_policy.h"
 #include "storage/job_store.h"
 
@@ -32,6 +33,16 @@ struct FieldRule {
   JsonType type = JsonType::kString;
 };
 
+// A job type's `on-dead-letter`: what happens when one of its jobs dies (server/remediation.h).
+struct OnDeadLetter {
+  std::string queue;  // a compensation job of `type` in `queue` (both empty: none)
+  std::string type;
+  bool needs_attention = false;  // listed by `ledgerq dlq list --needs-attention` until resolved
+
+  bool compensates() const { return !queue.empty() && !type.empty(); }
+  bool operator==(const OnDeadLetter&) const = default;
+};
+
 // The keys one [queues.NAME] or [types.NAME] table may set; unset keys inherit.
 struct PolicyDecl {
   std::optional<uint32_t> max_attempts;
@@ -44,6 +55,15 @@ struct PolicyDecl {
   std::vector<FieldRule> required;
   std::optional<std::chrono::microseconds> purge_payloads_after, remove_after, dead_letters_keep;
   std::vector<std::string> queues;  // [types.NAME] only: queue globs it may go to; empty: any
+  std::optional<OnDeadLetter> on_dead_letter;  // [types.NAME] only
+  // Flow control, [queues.NAME] only (docs: README "Flow control").
+  std::optional<double> rate_limit;
+  std::optional<uint32_t> rate_burst, max_concurrency, max_per_key;
+  // Circuit breaker of each (queue, type): queue and type keys, the type's win.
+  std::optional<bool> circuit_breaker;
+  std::optional<double> circuit_threshold;
+  std::optional<std::chrono::microseconds> circuit_window, circuit_cooldown, circuit_max_cooldown;
+  std::optional<uint32_t> circuit_min_attempts, circuit_trials;
 };
 
 // Everything in force for one (queue, type).
@@ -57,6 +77,8 @@ struct ResolvedPolicy {
   std::vector<FieldRule> required;
   storage::RetentionPolicy retention;
   bool type_declared = false;
+  std::optional<OnDeadLetter> on_dead_letter;  // the type's
+  scheduler::CircuitPolicy circuit;
 };
 
 struct Policies {
@@ -68,6 +90,8 @@ struct Policies {
   std::map<std::string, PolicyDecl> types;
 
   [[nodiscard]] ResolvedPolicy Resolve(const std::string& queue, const std::string& type) const;
+  // The flow-control limits [queues.NAME] declares (unlimited when it declares none).
+  scheduler::QueueLimits LimitsOf(const std::string& queue) const;
 
   // The admission checks of one submission, in order: a declared type (with strict_types), the
   // type's queues, the principal among the submitters, payload size, required JSON fields.

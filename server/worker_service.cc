@@ -12,6 +12,8 @@
 #include "server/job_mapping.h"
 #include "server/job_service.h"
 #include "server/payload_snapshot.h"
+#include "server/remediation.h"
+#include "server/schedules.h"
 
 namespace ledgerq::server {
 namespace {
@@ -89,6 +91,24 @@ class LeaseReactor final : public grpc::ServerUnaryReactor {
   uint64_t id_ = 0;
 };
 
+// One result per item of a Redrive or ResolveAttention call; returns how many succeeded.
+uint64_t AddResults(const std::vector<Result<storage::JobRecord>>& rs, int64_t now, bool payloads,
+                    v1::RedriveResponse* resp) {
+  uint64_t n = 0;
+  for (const auto& r : rs) {
+    auto* out = resp->add_results();
+    if (r.ok()) {
+      ++n;
+      *out->mutable_ok()->mutable_job() = ToApiJob(*r, now);
+      if (!payloads) OmitPayload(out->mutable_ok()->mutable_job());
+    } else {
+      out->mutable_error()->set_code(static_cast<int>(ToGrpcCode(r.status().code())));
+      out->mutable_error()->set_message(r.status().message());
+    }
+  }
+  return n;
+}
+
 v1::QueueInfo ToQueueInfo(const scheduler::QueueStats& s) {
   v1::QueueInfo q;
   q.set_name(s.name);
@@ -100,6 +120,29 @@ v1::QueueInfo ToQueueInfo(const scheduler::QueueStats& s) {
   q.set_dead(s.dead);
   q.set_cancelled(s.cancelled);
   *q.mutable_oldest_ready_age() = DurationFromMicros(s.oldest_ready_age.count());
+  auto* l = q.mutable_limits();
+  l->set_rate_per_second(s.limits.rate_per_second);
+  l->set_burst(s.limits.burst);
+  l->set_max_concurrency(s.limits.max_concurrency);
+  l->set_max_per_key(s.limits.max_per_key);
+  q.set_held_back(s.held_back);
+  for (const auto& c : s.circuits) {
+    auto* out = q.add_circuits();
+    out->set_type(c.type);
+    out->set_state(scheduler::CircuitStateName(c.state));
+    out->set_forced(c.forced);
+    out->set_window_attempts(c.window_attempts);
+    out->set_window_failures(c.window_failures);
+    out->set_failure_rate(c.failure_rate);
+    out->set_threshold(c.policy.threshold);
+    if (c.half_open_at_us) *out->mutable_half_open_at() = TimestampFromMicros(c.half_open_at_us);
+    out->set_opens(c.opens);
+    *out->mutable_cooldown() = DurationFromMicros(c.cooldown.count());
+    out->set_held_back(c.held_back);
+    out->set_min_attempts(c.policy.min_attempts);
+    *out->mutable_window() = DurationFromMicros(c.policy.window.count());
+    out->set_trials(c.policy.trials);
+  }
   return q;
 }
 
@@ -454,6 +497,75 @@ grpc::ServerUnaryReactor* AdminServiceImpl::SetPaused(grpc::CallbackServerContex
   return reactor;
 }
 
+grpc::ServerUnaryReactor* AdminServiceImpl::SetQueueLimits(grpc::CallbackServerContext* ctx,
+                                                           const v1::SetQueueLimitsRequest* req,
+                                                           v1::QueueInfo* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  if (auto a = auth_->Check(ctx, Permission::kLimits, "SetQueueLimits", &caller, req->queue());
+      !a.ok()) {
+    Finish(reactor, "SetQueueLimits", a);
+    return reactor;
+  }
+  Status st = ValidateName(req->queue(), "queue");
+  if (st.ok() && !req->has_rate_per_second() && !req->has_burst() &&
+      !req->has_max_concurrency() && !req->has_max_per_key()) {
+    st = Status::InvalidArgument(
+        "limits: give at least one of rate_per_second, burst, max_concurrency, max_per_key");
+  }
+  if (!st.ok()) {
+    Finish(reactor, "SetQueueLimits", ToGrpcStatus(st));
+    return reactor;
+  }
+  scheduler::LimitsUpdate u;
+  if (req->has_rate_per_second()) u.rate_per_second = req->rate_per_second();
+  if (req->has_burst()) u.burst = req->burst();
+  if (req->has_max_concurrency()) u.max_concurrency = req->max_concurrency();
+  if (req->has_max_per_key()) u.max_per_key = req->max_per_key();
+  dispatcher_->SetLimits(req->queue(), u, caller.name,
+                         [this, reactor, resp](Result<scheduler::QueueStats> r) {
+                           if (r.ok()) *resp = ToQueueInfo(*r);
+                           Finish(reactor, "SetQueueLimits", ToGrpcStatus(r.status()));
+                         });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::SetCircuit(grpc::CallbackServerContext* ctx,
+                                                       const v1::SetCircuitRequest* req,
+                                                       v1::QueueInfo* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  if (auto a = auth_->Check(ctx, Permission::kLimits, "SetCircuit", &caller, req->queue());
+      !a.ok()) {
+    Finish(reactor, "SetCircuit", a);
+    return reactor;
+  }
+  Status st = ValidateName(req->queue(), "queue");
+  if (st.ok()) st = ValidateName(req->type(), "type");
+  using Forced = scheduler::CircuitBreaker::Forced;
+  Forced mode = Forced::kNone;
+  if (st.ok()) {
+    if (req->mode() == "open") {
+      mode = Forced::kOpen;
+    } else if (req->mode() == "closed") {
+      mode = Forced::kClosed;
+    } else if (req->mode() != "auto") {
+      st = Status::InvalidArgument("mode: must be open, closed or auto, got \"" + req->mode() +
+                                   "\"");
+    }
+  }
+  if (!st.ok()) {
+    Finish(reactor, "SetCircuit", ToGrpcStatus(st));
+    return reactor;
+  }
+  dispatcher_->SetCircuit(req->queue(), req->type(), mode, caller.name,
+                          [this, reactor, resp](Result<scheduler::QueueStats> r) {
+                            if (r.ok()) *resp = ToQueueInfo(*r);
+                            Finish(reactor, "SetCircuit", ToGrpcStatus(r.status()));
+                          });
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* AdminServiceImpl::PauseQueue(grpc::CallbackServerContext* ctx,
                                                        const v1::QueueRequest* req,
                                                        v1::QueueInfo* resp) {
@@ -473,9 +585,11 @@ struct Page {
   uint64_t after = 0;
 };
 
-Result<Page> ParsePage(const v1::ListJobsRequest& req) {
+Result<Page> ParsePage(const v1::ListJobsRequest& req, bool queue_optional = false) {
   Page p;
-  LEDGERQ_RETURN_IF_ERROR(ValidateName(req.queue(), "queue"));
+  if (!queue_optional || !req.queue().empty()) {
+    LEDGERQ_RETURN_IF_ERROR(ValidateName(req.queue(), "queue"));
+  }
   if (!req.type().empty()) LEDGERQ_RETURN_IF_ERROR(ValidateName(req.type(), "type"));
   if (req.page_size() > 1000) {
     return Status::InvalidArgument("page_size: at most 1000, got " +
@@ -547,12 +661,45 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListDeadLetters(grpc::CallbackServer
     Finish(reactor, "ListDeadLetters", a);
     return reactor;
   }
-  auto page = ParsePage(*req);
+  // needs_attention: from the store's small index of those jobs, across the caller's queues when
+  // no queue is given.
+  auto page = ParsePage(*req, /*queue_optional=*/req->needs_attention());
   if (!page.ok()) {
     Finish(reactor, "ListDeadLetters", ToGrpcStatus(page.status()));
     return reactor;
   }
   const uint32_t size = page->size;
+  if (req->needs_attention()) {
+    constexpr size_t kChunk = 256;
+    const int64_t now = clock_->WallMicros();
+    uint64_t after = page->after;
+    bool more = false;
+    while (!more) {
+      auto ids = store_->ListNeedsAttention(req->queue(), after, kChunk);
+      if (!ids.ok()) {
+        Finish(reactor, "ListDeadLetters", ToGrpcStatus(ids.status()));
+        return reactor;
+      }
+      for (uint64_t id : *ids) {
+        auto rec = store_->GetJob(id);
+        if (!rec.ok() || !caller.AllowsQueue(rec->queue())) continue;
+        if (!req->type().empty() && rec->type() != req->type()) continue;
+        if (resp->jobs_size() >= static_cast<int>(size)) {
+          more = true;
+          break;
+        }
+        after = id;
+        auto* job = resp->add_jobs();
+        *job = ToApiJob(*rec, now);
+        if (!caller.payloads()) OmitPayload(job);
+      }
+      if (ids->size() < kChunk) break;
+      if (!more) after = ids->back();
+    }
+    if (more) resp->set_next_page_token(std::to_string(resp->jobs(resp->jobs_size() - 1).id()));
+    Finish(reactor, "ListDeadLetters", grpc::Status::OK);
+    return reactor;
+  }
   dispatcher_->ListDeadIds(
       req->queue(), page->after, size + 1,
       [this, reactor, resp, size, payloads = caller.payloads()](std::vector<uint64_t> ids) {
@@ -615,21 +762,58 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Redrive(grpc::CallbackServerContext*
       std::move(ids), caller.name,
       [this, reactor, resp,
        payloads = caller.payloads()](std::vector<Result<storage::JobRecord>> rs) {
-        const int64_t now = clock_->WallMicros();
-        uint64_t n = 0;
-        for (const auto& r : rs) {
-          auto* out = resp->add_results();
-          if (r.ok()) {
-            ++n;
-            *out->mutable_ok()->mutable_job() = ToApiJob(*r, now);
-            if (!payloads) OmitPayload(out->mutable_ok()->mutable_job());
-          } else {
-            out->mutable_error()->set_code(static_cast<int>(ToGrpcCode(r.status().code())));
-            out->mutable_error()->set_message(r.status().message());
-          }
-        }
+        const uint64_t n = AddResults(rs, clock_->WallMicros(), payloads, resp);
         resp->set_redriven(n);
         Finish(reactor, "Redrive", grpc::Status::OK);
+      });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ResolveAttention(
+    grpc::CallbackServerContext* ctx, const v1::ResolveAttentionRequest* req,
+    v1::RedriveResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  grpc::Status a = auth_->Check(ctx, Permission::kRedrive, "ResolveAttention", &caller);
+  for (int i = 0; a.ok() && !caller.AllQueues() && i < req->ids_size() && i < 1000; ++i) {
+    auto job = store_->GetJob(req->ids(i));
+    if (job.ok()) {
+      a = auth_->CheckQueue(caller, Permission::kRedrive, "ResolveAttention", job->queue());
+    }
+  }
+  if (!a.ok()) {
+    Finish(reactor, "ResolveAttention", a);
+    return reactor;
+  }
+  Status st;
+  if (req->ids_size() == 0) {
+    st = Status::InvalidArgument("ids: give at least one dead job id");
+  } else if (req->ids_size() > 1000) {
+    st = Status::InvalidArgument("ids: at most 1000 per call, got " +
+                                 std::to_string(req->ids_size()));
+  } else if (req->note().size() > 1024) {
+    st = Status::InvalidArgument("note: longer than 1024 bytes (" +
+                                 std::to_string(req->note().size()) + ")");
+  }
+  for (int i = 0; st.ok() && i < req->ids_size(); ++i) {
+    if (req->ids(i) == 0) {
+      st = Status::InvalidArgument("ids[" + std::to_string(i) + "]: must be > 0");
+    }
+  }
+  if (!st.ok()) {
+    Finish(reactor, "ResolveAttention", ToGrpcStatus(st));
+    return reactor;
+  }
+  std::vector<storage::TransitionItem> items;
+  items.reserve(req->ids_size());
+  for (uint64_t id : req->ids()) items.push_back({id, ResolveAttentionFn(req->note())});
+  store_->Transition(
+      std::move(items), caller.name,
+      [this, reactor, resp,
+       payloads = caller.payloads()](std::vector<Result<storage::JobRecord>> rs) {
+        const uint64_t n = AddResults(rs, clock_->WallMicros(), payloads, resp);
+        resp->set_redriven(n);  // here: how many were resolved
+        Finish(reactor, "ResolveAttention", grpc::Status::OK);
       });
   return reactor;
 }
@@ -688,6 +872,108 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListFailures(grpc::CallbackServerCon
                    [](const auto& a, const auto& b) { return a.count() > b.count(); });
   for (auto& g : out) *resp->add_groups() = std::move(g);
   Finish(reactor, "ListFailures", ToGrpcStatus(st));
+  return reactor;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schedules
+
+namespace {
+
+v1::Schedule ScheduleAnswer(const ScheduleView& v, bool payloads) {
+  v1::Schedule out = ToApiSchedule(v.rec, payloads);
+  if (v.next_fire_us != 0) *out.mutable_next_fire() = TimestampFromMicros(v.next_fire_us);
+  return out;
+}
+
+const grpc::Status kNoSchedules(grpc::StatusCode::UNAVAILABLE, "schedules are not running");
+
+}  // namespace
+
+grpc::ServerUnaryReactor* AdminServiceImpl::AddSchedule(grpc::CallbackServerContext* ctx,
+                                                        const v1::AddScheduleRequest* req,
+                                                        v1::Schedule* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  const v1::Schedule& in = req->schedule();
+  if (auto a = auth_->Check(ctx, Permission::kSchedule, "AddSchedule", &caller, in.queue());
+      !a.ok()) {
+    Finish(reactor, "AddSchedule", a);
+    return reactor;
+  }
+  if (!schedules_) {
+    Finish(reactor, "AddSchedule", kNoSchedules);
+    return reactor;
+  }
+  storage::ScheduleRecord rec;
+  rec.set_name(in.name());
+  rec.set_cron(in.cron());
+  rec.set_queue(in.queue());
+  rec.set_type(in.type());
+  rec.set_payload(in.payload());
+  rec.set_priority(in.priority());
+  rec.set_max_attempts(in.max_attempts());
+  rec.set_missed(in.missed());
+  for (const auto& [k, v] : in.labels()) (*rec.mutable_labels())[k] = v;
+  schedules_->Add(std::move(rec), req->replace(), caller.name,
+                  [this, reactor, resp, payloads = caller.payloads()](Result<ScheduleView> v) {
+                    if (v.ok()) *resp = ScheduleAnswer(*v, payloads);
+                    Finish(reactor, "AddSchedule", ToGrpcStatus(v.status()));
+                  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::RemoveSchedule(grpc::CallbackServerContext* ctx,
+                                                           const v1::RemoveScheduleRequest* req,
+                                                           v1::Schedule* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  grpc::Status a = auth_->Check(ctx, Permission::kSchedule, "RemoveSchedule", &caller);
+  if (a.ok() && !caller.AllQueues()) {  // the schedule's queue must be one of the caller's
+    auto rec = store_->GetSchedule(req->name());
+    if (rec.ok()) {
+      a = auth_->CheckQueue(caller, Permission::kSchedule, "RemoveSchedule", rec->queue());
+    }
+  }
+  if (!a.ok()) {
+    Finish(reactor, "RemoveSchedule", a);
+    return reactor;
+  }
+  if (!schedules_) {
+    Finish(reactor, "RemoveSchedule", kNoSchedules);
+    return reactor;
+  }
+  schedules_->Remove(
+      req->name(), caller.name,
+      [this, reactor, resp, payloads = caller.payloads()](Result<storage::ScheduleRecord> r) {
+        if (r.ok()) *resp = ToApiSchedule(*r, payloads);
+        Finish(reactor, "RemoveSchedule", ToGrpcStatus(r.status()));
+      });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ListSchedules(grpc::CallbackServerContext* ctx,
+                                                          const v1::ListSchedulesRequest*,
+                                                          v1::ListSchedulesResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  if (auto a = auth_->Check(ctx, Permission::kList, "ListSchedules", &caller); !a.ok()) {
+    Finish(reactor, "ListSchedules", a);
+    return reactor;
+  }
+  if (!schedules_) {
+    Finish(reactor, "ListSchedules", kNoSchedules);
+    return reactor;
+  }
+  auto views = schedules_->List();
+  if (views.ok()) {
+    for (const auto& v : *views) {
+      if (caller.AllowsQueue(v.rec.queue())) {
+        *resp->add_schedules() = ScheduleAnswer(v, caller.payloads());
+      }
+    }
+  }
+  Finish(reactor, "ListSchedules", ToGrpcStatus(views.status()));
   return reactor;
 }
 

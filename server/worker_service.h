@@ -15,6 +15,8 @@
 
 namespace ledgerq::server {
 
+class Schedules;
+
 inline constexpr size_t kMaxCheckpointBytes = 64 * 1024;
 inline constexpr size_t kMaxResultBytes = 1 << 20;
 inline constexpr size_t kMaxErrorDetailsBytes = 16 * 1024;
@@ -83,9 +85,31 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
                                             v1::ListJobsResponse* resp) override;
   grpc::ServerUnaryReactor* Redrive(grpc::CallbackServerContext* ctx, const v1::RedriveRequest* req,
                                     v1::RedriveResponse* resp) override;
+  // Clears needs_attention of dead jobs (server/remediation.h); one result per id.
+  grpc::ServerUnaryReactor* ResolveAttention(grpc::CallbackServerContext* ctx,
+                                             const v1::ResolveAttentionRequest* req,
+                                             v1::RedriveResponse* resp) override;
   grpc::ServerUnaryReactor* ListFailures(grpc::CallbackServerContext* ctx,
                                          const v1::ListFailuresRequest* req,
                                          v1::ListFailuresResponse* resp) override;
+  // Cron schedules (server/schedules.h); UNAVAILABLE until SetSchedules.
+  grpc::ServerUnaryReactor* AddSchedule(grpc::CallbackServerContext* ctx,
+                                        const v1::AddScheduleRequest* req,
+                                        v1::Schedule* resp) override;
+  grpc::ServerUnaryReactor* RemoveSchedule(grpc::CallbackServerContext* ctx,
+                                           const v1::RemoveScheduleRequest* req,
+                                           v1::Schedule* resp) override;
+  grpc::ServerUnaryReactor* ListSchedules(grpc::CallbackServerContext* ctx,
+                                          const v1::ListSchedulesRequest* req,
+                                          v1::ListSchedulesResponse* resp) override;
+  // The daemon's schedules (set once, before the server starts).
+  void SetSchedules(Schedules* schedules) { schedules_ = schedules; }
+  grpc::ServerUnaryReactor* SetQueueLimits(grpc::CallbackServerContext* ctx,
+                                           const v1::SetQueueLimitsRequest* req,
+                                           v1::QueueInfo* resp) override;
+  grpc::ServerUnaryReactor* SetCircuit(grpc::CallbackServerContext* ctx,
+                                       const v1::SetCircuitRequest* req,
+                                       v1::QueueInfo* resp) override;
 
  private:
   void Finish(grpc::ServerUnaryReactor* reactor, const char* method, const grpc::Status& st);
@@ -97,6 +121,7 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   metrics::Metrics* metrics_;
   Clock* clock_;
   const Authorizer* auth_;  // never null: NoAuth() when built without one
+  Schedules* schedules_ = nullptr;
 };
 
 }  // namespace ledgerq::server

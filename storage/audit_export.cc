@@ -58,6 +58,8 @@ json ReadableFields(const EventBody& b) {
   put("idempotency_key", b.idempotency_key(), !b.idempotency_key().empty());
   put("traceparent", b.traceparent(), !b.traceparent().empty());
   put("parent_job_id", b.parent_job_id(), b.parent_job_id() != 0);
+  put("related_job_id", b.related_job_id(), b.related_job_id() != 0);  // COMPENSATION_ENQUEUED
+  put("needs_attention", b.needs_attention(), b.needs_attention());      // DEAD_LETTERED
   put("payload_sha256", Hex(b.payload_sha256()), !b.payload_sha256().empty());
   put("payload_size", b.payload_size(), b.payload_size() != 0);
   put("result_sha256", Hex(b.result_sha256()), !b.result_sha256().empty());
@@ -68,6 +70,11 @@ json ReadableFields(const EventBody& b) {
   put("range_from_seq", b.range_from_seq(), b.range_from_seq() != 0);
   put("range_to_seq", b.range_to_seq(), b.range_to_seq() != 0);
   put("range_head_hash", Hex(b.range_head_hash()), !b.range_head_hash().empty());
+  if (b.has_schedule()) {  // SCHEDULE_ADDED / SCHEDULE_REMOVED (the payload only as its digest)
+    const auto& s = b.schedule();
+    j["schedule"] = {{"name", s.name()},     {"cron", s.cron()},     {"source", s.source()},
+                     {"missed", s.missed()}, {"priority", s.priority()}};
+  }
   if (b.has_error()) {
     json e;
     e["code"] = b.error().code();

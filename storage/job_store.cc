@@ -33,6 +33,7 @@ using v1::IdempotencyRecord;
 
 // The column families, declared once and bound by name after open (never by position).
 enum class Cf {
+  kSchedules,
   kLog,
   kJobs,
   kPayloads,
@@ -41,7 +42,9 @@ enum class Cf {
   kQueues,
   kByTrace,
   kFailures,
-  kRetention
+  kRetention,
+  kChildren,
+  kRemediation
 };
 struct CfSpec {
   Cf id;
@@ -49,6 +52,8 @@ struct CfSpec {
   bool point_lookups;  // gets a bloom filter
 };
 constexpr CfSpec kColumnFamilies[] = {
+    // Cron schedules by name -> ScheduleRecord (with its firing state).
+    {Cf::kSchedules, "schedules", true},
     {Cf::kLog, "log", false},
     {Cf::kJobs, "jobs", true},
     {Cf::kPayloads, "payloads", true},
@@ -64,6 +69,12 @@ constexpr CfSpec kColumnFamilies[] = {
     //   'j' job id -> finished_us ++ due_us        the same job's entry, to find and move it
     //   'k' created_us ++ idempotency key -> ""    when an idempotency record expires
     {Cf::kRetention, "retention", false},
+    // Index: parent job id ++ child job id -> "", written with the child's creation.
+    {Cf::kChildren, "children", false},
+    // Dead-letter remediation, written in the same batch as the flags on the job record:
+    //   'p' job id -> queue '\0' type   compensation_pending: the compensation to enqueue
+    //   'a' job id -> queue             needs_attention
+    {Cf::kRemediation, "remediation", false},
 };
 constexpr uint8_t kFailureFormatVersion = 1;
 constexpr size_t kNumCfs = std::size(kColumnFamilies);
@@ -73,11 +84,17 @@ constexpr char kCheckpointKey[] = "checkpoint";
 constexpr char kRetentionIndexedKey[] = "retention_indexed";
 constexpr char kPolicyKey[] = "policy";
 constexpr uint8_t kQueueFormatVersion = 1;
+constexpr uint8_t kScheduleFormatVersion = 1;
 
 // The `payloads` family holds a job's large blobs: the payload under its id, the result and the
 // latest checkpoint under the id plus a one-letter suffix.
 std::string ResultKey(uint64_t id) { return EncodeU64(id) + "r"; }
 std::string CheckpointKey(uint64_t id) { return EncodeU64(id) + "c"; }
+std::string ChildKey(uint64_t parent, uint64_t child) {
+  return EncodeU64(parent) + EncodeU64(child);
+}
+std::string PendingKey(uint64_t id) { return "p" + EncodeU64(id); }
+std::string AttentionKey(uint64_t id) { return "a" + EncodeU64(id); }
 
 std::string DbPath(const std::string& data_dir) {
   return (std::filesystem::path(data_dir) / "db").string();
@@ -258,8 +275,28 @@ class Txn {
     if (rec.traceparent().size() >= 35) {
       batch_.Delete(cf(Cf::kByTrace), rec.traceparent().substr(3, 32) + EncodeU64(id));
     }
+    if (rec.parent_job_id() != 0) {
+      batch_.Delete(cf(Cf::kChildren), ChildKey(rec.parent_job_id(), id));
+    }
+    if (rec.compensation_pending()) DeleteRemediation(PendingKey(id));
+    if (rec.needs_attention()) DeleteRemediation(AttentionKey(id));
     jobs_.erase(id);
     removed_jobs_.insert(id);
+  }
+
+  void IndexChild(uint64_t parent, uint64_t child) {
+    batch_.Put(cf(Cf::kChildren), ChildKey(parent, child), "");
+  }
+
+  // The `remediation` family, reading this group's own writes first.
+  Result<std::optional<std::string>> ReadRemediation(const std::string& key) {
+    return ReadIndex(Cf::kRemediation, remediation_, key, "read remediation index");
+  }
+  void PutRemediation(const std::string& key, std::string value) {
+    PutIndex(Cf::kRemediation, remediation_, key, std::move(value));
+  }
+  void DeleteRemediation(const std::string& key) {
+    DeleteIndex(Cf::kRemediation, remediation_, key);
   }
 
   void DeletePayloads(uint64_t id) {
@@ -299,21 +336,12 @@ class Txn {
 
   // The `retention` family, reading this group's own writes first.
   Result<std::optional<std::string>> ReadRetention(const std::string& key) {
-    if (auto it = retention_.find(key); it != retention_.end()) return it->second;
-    std::string value;
-    auto s = db_->Get(rocksdb::ReadOptions(), cf(Cf::kRetention), key, &value);
-    if (s.IsNotFound()) return std::optional<std::string>();
-    LEDGERQ_RETURN_IF_ERROR(FromRocks(s, "read retention index"));
-    return std::optional(std::move(value));
+    return ReadIndex(Cf::kRetention, retention_, key, "read retention index");
   }
   void PutRetention(const std::string& key, std::string value) {
-    batch_.Put(cf(Cf::kRetention), key, value);
-    retention_[key] = std::move(value);
+    PutIndex(Cf::kRetention, retention_, key, std::move(value));
   }
-  void DeleteRetention(const std::string& key) {
-    batch_.Delete(cf(Cf::kRetention), key);
-    retention_[key] = std::nullopt;
-  }
+  void DeleteRetention(const std::string& key) { DeleteIndex(Cf::kRetention, retention_, key); }
   // Schedules a finished job's next retention step at `due_us` (moving an earlier entry).
   Status IndexFinished(uint64_t id, int64_t finished_us, int64_t due_us) {
     LEDGERQ_RETURN_IF_ERROR(UnindexFinished(id));
@@ -367,6 +395,26 @@ class Txn {
   void WriteQueue(const std::string& name, const QueueRecord& rec) {
     batch_.Put(cf(Cf::kQueues), name, EncodeRecord(kQueueFormatVersion, rec));
     queues_[name] = rec;
+  }
+
+  // A schedule as of this group (nullopt when absent or removed).
+  Result<std::optional<ScheduleRecord>> ReadSchedule(const std::string& name) {
+    if (auto it = schedules_.find(name); it != schedules_.end()) return it->second;
+    std::string value;
+    auto s = db_->Get(rocksdb::ReadOptions(), cf(Cf::kSchedules), name, &value);
+    if (s.IsNotFound()) return std::optional<ScheduleRecord>();
+    LEDGERQ_RETURN_IF_ERROR(FromRocks(s, "read schedule"));
+    ScheduleRecord rec;
+    LEDGERQ_RETURN_IF_ERROR(DecodeRecord(value, kScheduleFormatVersion, &rec, "schedule"));
+    return std::optional(std::move(rec));
+  }
+  void WriteSchedule(const ScheduleRecord& rec) {
+    batch_.Put(cf(Cf::kSchedules), rec.name(), EncodeRecord(kScheduleFormatVersion, rec));
+    schedules_[rec.name()] = rec;
+  }
+  void DeleteSchedule(const std::string& name) {
+    batch_.Delete(cf(Cf::kSchedules), name);
+    schedules_[name] = std::nullopt;
   }
 
   Result<std::optional<IdempotencyRecord>> ReadIdempotency(const std::string& key) {
@@ -433,9 +481,30 @@ class Txn {
   std::unordered_map<std::string, IdempotencyRecord> idem_;
   std::unordered_set<std::string> idem_deleted_;
   std::unordered_set<uint64_t> removed_jobs_;
-  std::unordered_map<std::string, std::optional<std::string>> retention_;
+  // An index family's writes in this group (nullopt: deleted), read before the database.
+  using Overlay = std::unordered_map<std::string, std::optional<std::string>>;
+  Result<std::optional<std::string>> ReadIndex(Cf family, const Overlay& overlay,
+                                               const std::string& key, const char* what) {
+    if (auto it = overlay.find(key); it != overlay.end()) return it->second;
+    std::string value;
+    auto s = db_->Get(rocksdb::ReadOptions(), cf(family), key, &value);
+    if (s.IsNotFound()) return std::optional<std::string>();
+    LEDGERQ_RETURN_IF_ERROR(FromRocks(s, what));
+    return std::optional(std::move(value));
+  }
+  void PutIndex(Cf family, Overlay& overlay, const std::string& key, std::string value) {
+    batch_.Put(cf(family), key, value);
+    overlay[key] = std::move(value);
+  }
+  void DeleteIndex(Cf family, Overlay& overlay, const std::string& key) {
+    batch_.Delete(cf(family), key);
+    overlay[key] = std::nullopt;
+  }
+  Overlay retention_;
+  Overlay remediation_;
   std::unordered_map<std::string, QueueRecord> queues_;
   std::unordered_map<std::string, std::string> meta_;
+  std::unordered_map<std::string, std::optional<ScheduleRecord>> schedules_;
   std::vector<RawObserved>* observed_;
 };
 
@@ -476,7 +545,7 @@ class EnqueueOp final : public Op {
 
   void Apply(Txn& txn, const StoreOptions& opts) override {
     outcomes_.resize(items_.size());
-    for (size_t i = 0; i < items_.size(); ++i) outcomes_[i] = ApplyOne(txn, opts, i);
+    for (size_t i = 0; i < items_.size(); ++i) outcomes_[i] = ApplyFiring(txn, opts, i);
   }
 
   void Finish(const Status& write_status) override {
@@ -488,6 +557,33 @@ class EnqueueOp final : public Op {
   }
 
  private:
+  // A schedule's firing: refused when the schedule is gone or already fired at or after this
+  // time; otherwise the job as usual, and the schedule's firing state in the same write.
+  EnqueueOutcome ApplyFiring(Txn& txn, const StoreOptions& opts, size_t i) {
+    if (!items_[i].schedule_firing) return ApplyOne(txn, opts, i);
+    const ScheduleFiring firing = *items_[i].schedule_firing;
+    auto sched = txn.ReadSchedule(firing.name);
+    if (!sched.ok()) return {sched.status(), {}, false};
+    if (!sched->has_value()) {
+      return {Status::NotFound("schedule \"" + firing.name + "\" no longer exists"), {}, false};
+    }
+    ScheduleRecord rec = std::move(**sched);
+    if (rec.last_fire_us() >= firing.fire_us) {
+      return {Status::AlreadyExists("schedule \"" + firing.name +
+                                    "\" already enqueued this firing or a later one (job " +
+                                    std::to_string(rec.last_job_id()) + ")"),
+              {},
+              false};
+    }
+    EnqueueOutcome out = ApplyOne(txn, opts, i);
+    if (out.status.ok()) {
+      rec.set_last_fire_us(firing.fire_us);
+      rec.set_last_job_id(out.job.id());
+      txn.WriteSchedule(rec);
+    }
+    return out;
+  }
+
   EnqueueOutcome ApplyOne(Txn& txn, const StoreOptions& opts, size_t i) {
     NewJob& item = items_[i];
     const Digest& digest = digests_[i];
@@ -529,6 +625,19 @@ class EnqueueOp final : public Op {
         return {Status::Ok(), std::move(job), true};
       }
     }
+    if (item.parent_job_id != 0) {
+      // Checked here, against the authoritative state (a parent earlier in the same batch
+      // counts); a refused item writes nothing.
+      auto parent = txn.ReadJob(item.parent_job_id);
+      if (!parent.ok()) {
+        return {parent.status().code() == Code::kNotFound
+                    ? Status::NotFound("parent_job_id: job " +
+                                       std::to_string(item.parent_job_id) + " does not exist")
+                    : parent.status(),
+                {},
+                false};
+      }
+    }
 
     JobRecord rec;
     rec.set_id(txn.AllocateJobId());
@@ -551,6 +660,7 @@ class EnqueueOp final : public Op {
     rec.set_payload_size(item.payload.size());
     rec.set_submitted_by(principal_);
     rec.set_policy_version(item.policy_version);
+    rec.set_concurrency_key(item.concurrency_key);
 
     EventBody ev;
     ev.set_job_id(rec.id());
@@ -569,12 +679,15 @@ class EnqueueOp final : public Op {
     *ev.mutable_labels() = rec.labels();
     ev.set_to_state(rec.state());
     ev.set_policy_version(rec.policy_version());
+    ev.set_concurrency_key(rec.concurrency_key());
+    ev.set_reason(item.reason);
     rec.set_last_event_seq(txn.AppendEvent(ev));
     rec.add_event_seqs(rec.last_event_seq());
 
     txn.WriteJob(rec);
     txn.WritePayload(rec.id(), item.payload);
     if (rec.traceparent().size() >= 35) txn.IndexTrace(rec.traceparent().substr(3, 32), rec.id());
+    if (rec.parent_job_id() != 0) txn.IndexChild(rec.parent_job_id(), rec.id());
     if (!idem_key.empty()) {
       IdempotencyRecord idem;
       idem.set_job_id(rec.id());
@@ -655,11 +768,15 @@ std::string StateName(State s) {
   return name.rfind("STATE_", 0) == 0 ? name.substr(6) : name;
 }
 
-class QueueOp final : public Op {
+// Changes a queue's durable record with one event about it (pause, limits, circuit changes).
+// `change` fills the event and edits the record; returning false records nothing.
+class QueueChangeOp final : public Op {
  public:
-  QueueOp(std::string queue, bool paused, std::string principal, std::function<void(Status)> done)
+  using Change = std::function<bool(QueueRecord& rec, EventBody& ev)>;
+  QueueChangeOp(std::string queue, Change change, std::string principal,
+                std::function<void(Status)> done)
       : queue_(std::move(queue)),
-        paused_(paused),
+        change_(std::move(change)),
         principal_(std::move(principal)),
         done_(std::move(done)) {}
 
@@ -669,12 +786,10 @@ class QueueOp final : public Op {
       result_ = rec.status();
       return;
     }
-    if (rec->paused() == paused_) return;  // already so: nothing to record
-    rec->set_paused(paused_);
+    EventBody ev;
+    if (!change_(*rec, ev)) return;
     rec->set_updated_at_us(txn.now_us());
     rec->set_updated_by(principal_);
-    EventBody ev;
-    ev.set_type(paused_ ? v1::EVENT_QUEUE_PAUSED : v1::EVENT_QUEUE_RESUMED);
     ev.set_principal(principal_);
     ev.set_queue(queue_);
     txn.AppendEvent(ev);
@@ -685,10 +800,121 @@ class QueueOp final : public Op {
 
  private:
   std::string queue_;
-  bool paused_;
+  Change change_;
   std::string principal_;
   std::function<void(Status)> done_;
   Status result_;
+};
+
+// The schedule as events carry it: without its payload (the event has the payload's digest).
+EventBody ScheduleEvent(EventType type, const ScheduleRecord& rec, const std::string& principal) {
+  EventBody ev;
+  ev.set_type(type);
+  ev.set_principal(principal);
+  ev.set_queue(rec.queue());
+  ev.set_job_type(rec.type());
+  ev.set_payload_sha256(std::string(AsBytes(Sha256(rec.payload()))));
+  ev.set_payload_size(rec.payload().size());
+  *ev.mutable_schedule() = rec;
+  ev.mutable_schedule()->clear_payload();
+  return ev;
+}
+
+// What a schedule declares (not who made it when, nor its firing state).
+bool SameSchedule(const ScheduleRecord& a, const ScheduleRecord& b) {
+  if (a.labels_size() != b.labels_size()) return false;
+  for (const auto& [k, v] : a.labels()) {
+    auto it = b.labels().find(k);
+    if (it == b.labels().end() || it->second != v) return false;
+  }
+  return a.name() == b.name() && a.cron() == b.cron() && a.queue() == b.queue() &&
+         a.type() == b.type() && a.payload() == b.payload() && a.priority() == b.priority() &&
+         a.max_attempts() == b.max_attempts() && a.missed() == b.missed() &&
+         a.source() == b.source();
+}
+
+// Adds, replaces or removes one schedule, with its SCHEDULE_ADDED / SCHEDULE_REMOVED event.
+class ScheduleOp final : public Op {
+ public:
+  // `put`: store `rec`; otherwise remove the schedule named rec.name() (when `source` is not
+  // empty, only one of that source).
+  ScheduleOp(bool put, ScheduleRecord rec, bool replace, std::string source, std::string principal,
+             std::function<void(Result<ScheduleRecord>)> done)
+      : put_(put),
+        rec_(std::move(rec)),
+        replace_(replace),
+        source_(std::move(source)),
+        principal_(std::move(principal)),
+        done_(std::move(done)) {}
+
+  void Apply(Txn& txn, const StoreOptions&) override {
+    const std::string name = rec_.name();
+    auto stored = txn.ReadSchedule(name);
+    if (!stored.ok()) {
+      result_ = stored.status();
+      return;
+    }
+    if (!put_) {
+      if (!stored->has_value()) {
+        result_ = Status::NotFound("schedule \"" + name + "\" not found");
+        return;
+      }
+      if (!source_.empty() && (*stored)->source() != source_) {
+        result_ = Status::FailedPrecondition(
+            "schedule \"" + name + "\" comes from the " + (*stored)->source() +
+            (((*stored)->source() == "config") ? " file; remove it there" : ""));
+        return;
+      }
+      EventBody ev = ScheduleEvent(v1::EVENT_SCHEDULE_REMOVED, **stored, principal_);
+      txn.AppendEvent(ev);
+      txn.DeleteSchedule(name);
+      result_ = **stored;
+      return;
+    }
+    if (stored->has_value()) {
+      const ScheduleRecord& old = **stored;
+      if (old.source() == "config" && rec_.source() != "config") {
+        result_ = Status::FailedPrecondition("schedule \"" + name +
+                                             "\" is declared in the config file; change it there");
+        return;
+      }
+      if (SameSchedule(old, rec_)) {
+        result_ = old;  // nothing changed: no event
+        return;
+      }
+      if (!replace_) {
+        result_ = Status::AlreadyExists("schedule \"" + name +
+                                        "\" already exists; replace it to change it");
+        return;
+      }
+      rec_.set_last_fire_us(old.last_fire_us());
+      rec_.set_last_job_id(old.last_job_id());
+    } else {
+      rec_.set_last_fire_us(0);
+      rec_.set_last_job_id(0);
+    }
+    rec_.set_created_by(principal_);
+    rec_.set_created_at_us(txn.now_us());
+    EventBody ev = ScheduleEvent(v1::EVENT_SCHEDULE_ADDED, rec_, principal_);
+    ev.set_reason(stored->has_value() ? "replaced" : "added");
+    txn.AppendEvent(ev);
+    txn.WriteSchedule(rec_);
+    result_ = rec_;
+  }
+
+  void Finish(const Status& write_status) override {
+    if (result_.ok() && !write_status.ok()) result_ = write_status;
+    done_(std::move(result_));
+  }
+
+ private:
+  bool put_;
+  ScheduleRecord rec_;
+  bool replace_;
+  std::string source_;
+  std::string principal_;
+  std::function<void(Result<ScheduleRecord>)> done_;
+  Result<ScheduleRecord> result_ = Status::Internal("schedule change not applied");
 };
 
 // Records the policy in force: a POLICY_CHANGED event and a new version when its digest differs
@@ -1096,6 +1322,38 @@ class TruncateOp final : public Op {
 
 }  // namespace
 
+// Dead-letter remediation in a transition's own batch: a job entering DEAD gets what
+// opts.dead_letter_marks asks for (its DEAD_LETTERED event says whether it needs attention, and a
+// compensation to enqueue goes into the pending index); a job leaving DEAD (a redrive) no longer
+// needs attention; the attention index follows the record's flag.
+static void TrackRemediation(Txn& txn, const StoreOptions& opts, const JobRecord& before,
+                             JobRecord& job, std::vector<EventBody>& events) {
+  const bool dying = job.state() == v1::STATE_DEAD && before.state() != v1::STATE_DEAD;
+  if (dying && opts.dead_letter_marks) {
+    const DeadLetterMarks m = opts.dead_letter_marks(job);
+    if (m.needs_attention) {
+      job.set_needs_attention(true);
+      for (auto& ev : events) {
+        if (ev.type() == v1::EVENT_DEAD_LETTERED) ev.set_needs_attention(true);
+      }
+    }
+    if (!m.compensate_queue.empty() && !m.compensate_type.empty()) {
+      job.set_compensation_pending(true);
+      txn.PutRemediation(PendingKey(job.id()), m.compensate_queue + '\0' + m.compensate_type);
+    }
+  }
+  if (before.state() == v1::STATE_DEAD && job.state() != v1::STATE_DEAD) {
+    job.set_needs_attention(false);
+  }
+  if (job.needs_attention() != before.needs_attention()) {
+    if (job.needs_attention()) {
+      txn.PutRemediation(AttentionKey(job.id()), job.queue());
+    } else {
+      txn.DeleteRemediation(AttentionKey(job.id()));
+    }
+  }
+}
+
 class TransitionOp final : public Op {
  public:
   TransitionOp(std::vector<TransitionItem> items, std::string principal, TransitionCallback done)
@@ -1132,6 +1390,7 @@ class TransitionOp final : public Op {
     if (w.events_.empty() && !w.save_ && !w.result_ && !w.checkpoint_) return rec;  // no-op
     // Before any event is appended: a failure here must leave the batch untouched.
     LEDGERQ_RETURN_IF_ERROR(TrackFinished(txn, opts, current->state(), rec));
+    TrackRemediation(txn, opts, *current, rec, w.events_);
     for (auto& ev : w.events_) {
       ev.set_job_id(rec.id());
       if (ev.principal().empty()) ev.set_principal(principal_);
@@ -1157,6 +1416,89 @@ class TransitionOp final : public Op {
   std::string principal_;
   TransitionCallback done_;
   std::vector<Result<JobRecord>> results_;
+};
+
+// A dead job's compensation: creates the job (as an enqueue would, its parent the dead job) and
+// closes the dead job's pending mark with a COMPENSATION_ENQUEUED event, in one write. Decided
+// on the committer against the pending mark, so however many calls race, one creates the job.
+class CompensateOp final : public Op {
+ public:
+  CompensateOp(uint64_t id, CompensationFn make, std::string principal,
+               std::function<void(Result<CompensationOutcome>)> done)
+      : id_(id), make_(std::move(make)), principal_(std::move(principal)), done_(std::move(done)) {}
+
+  void Apply(Txn& txn, const StoreOptions& opts) override { result_ = ApplyIt(txn, opts); }
+
+  void Finish(const Status& write_status) override {
+    if (result_.ok() && !write_status.ok()) result_ = write_status;
+    done_(std::move(result_));
+  }
+
+ private:
+  Result<CompensationOutcome> ApplyIt(Txn& txn, const StoreOptions& opts) {
+    const std::string key = PendingKey(id_);
+    auto pending = txn.ReadRemediation(key);
+    if (!pending.ok()) return pending.status();
+    auto dead = txn.ReadJob(id_);
+    if (!dead.ok()) {
+      // Removed meanwhile (retention): nothing left to compensate; drop a stale index entry.
+      if (dead.status().code() == Code::kNotFound && pending->has_value()) {
+        txn.DeleteRemediation(key);
+      }
+      return dead.status();
+    }
+    CompensationOutcome out;
+    out.dead = std::move(dead).value();
+    if (!out.dead.compensation_pending()) {
+      if (pending->has_value()) txn.DeleteRemediation(key);
+      return out;  // compensated already (or never asked for)
+    }
+    const std::string target = pending->value_or("");
+    const size_t sep = target.find('\0');
+    if (sep == std::string::npos || sep == 0 || sep + 1 == target.size()) {
+      return Status::Corruption("job " + std::to_string(id_) +
+                                ": compensation pending without its queue and type in the "
+                                "remediation index");
+    }
+    NewJob item = make_(out.dead, target.substr(0, sep), target.substr(sep + 1));
+    item.parent_job_id = id_;
+    std::optional<EnqueueOutcome> made;
+    EnqueueOp create({std::move(item)}, principal_,
+                     [&made](std::vector<EnqueueOutcome> o) { made = std::move(o[0]); });
+    create.Apply(txn, opts);
+    create.Finish(Status::Ok());  // hands its outcome over now; the write is this op's
+    if (!made || !made->status.ok()) {
+      return made ? made->status : Status::Internal("compensation not applied");
+    }
+    JobRecord& rec = out.dead;
+    rec.set_compensation_pending(false);
+    rec.set_compensation_job_id(made->job.id());
+    EventBody ev;
+    ev.set_job_id(rec.id());
+    ev.set_type(v1::EVENT_COMPENSATION_ENQUEUED);
+    ev.set_principal(principal_);
+    ev.set_attempt(rec.attempts());
+    ev.set_queue(rec.queue());
+    ev.set_job_type(rec.type());
+    ev.set_from_state(rec.state());
+    ev.set_to_state(rec.state());
+    ev.set_related_job_id(made->job.id());
+    ev.set_reason(made->job.queue() + "/" + made->job.type());
+    rec.set_last_event_seq(txn.AppendEvent(ev));
+    rec.add_event_seqs(rec.last_event_seq());
+    rec.set_updated_at_us(txn.now_us());
+    txn.WriteJob(rec);
+    txn.DeleteRemediation(key);
+    out.compensation = made->job;
+    out.created = !made->deduplicated;
+    return out;
+  }
+
+  uint64_t id_;
+  CompensationFn make_;
+  std::string principal_;
+  std::function<void(Result<CompensationOutcome>)> done_;
+  Result<CompensationOutcome> result_ = Status::Internal("compensate not applied");
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1685,14 +2027,165 @@ void JobStore::Transition(std::vector<TransitionItem> items, std::string princip
 
 void JobStore::SetQueuePaused(std::string queue, bool paused, std::string principal,
                               std::function<void(Status)> done) {
-  impl_->Submit(
-      std::make_unique<QueueOp>(std::move(queue), paused, std::move(principal), std::move(done)));
+  impl_->Submit(std::make_unique<QueueChangeOp>(
+      std::move(queue),
+      [paused](QueueRecord& rec, EventBody& ev) {
+        if (rec.paused() == paused) return false;  // already so: nothing to record
+        rec.set_paused(paused);
+        ev.set_type(paused ? v1::EVENT_QUEUE_PAUSED : v1::EVENT_QUEUE_RESUMED);
+        return true;
+      },
+      std::move(principal), std::move(done)));
+}
+
+void JobStore::SetQueueLimits(std::string queue, QueueLimitsRecord limits, std::string principal,
+                              std::function<void(Status)> done) {
+  impl_->Submit(std::make_unique<QueueChangeOp>(
+      std::move(queue),
+      [limits = std::move(limits)](QueueRecord& rec, EventBody& ev) {
+        *rec.mutable_limits() = limits;
+        ev.set_type(v1::EVENT_QUEUE_LIMITS_CHANGED);
+        *ev.mutable_limits() = limits;
+        return true;
+      },
+      std::move(principal), std::move(done)));
+}
+
+void JobStore::RecordCircuit(std::string queue, CircuitRecord change,
+                             std::optional<std::string> forced, std::string principal,
+                             std::function<void(Status)> done) {
+  impl_->Submit(std::make_unique<QueueChangeOp>(
+      std::move(queue),
+      [change = std::move(change), forced = std::move(forced)](QueueRecord& rec, EventBody& ev) {
+        if (forced) {
+          if (forced->empty()) {
+            rec.mutable_forced_circuits()->erase(change.job_type());
+          } else {
+            (*rec.mutable_forced_circuits())[change.job_type()] = *forced;
+          }
+        }
+        if (change.to_state() == "open") {
+          ev.set_type(v1::EVENT_CIRCUIT_OPENED);
+        } else if (change.to_state() == "half_open") {
+          ev.set_type(v1::EVENT_CIRCUIT_HALF_OPEN);
+        } else {
+          ev.set_type(v1::EVENT_CIRCUIT_CLOSED);
+        }
+        ev.set_job_type(change.job_type());
+        ev.set_reason(change.cause());
+        *ev.mutable_circuit() = change;
+        return true;
+      },
+      std::move(principal), std::move(done)));
 }
 
 void JobStore::RecordPolicy(std::string text, std::string summary, std::string principal,
                             std::function<void(Result<PolicyVersion>)> done) {
   impl_->Submit(std::make_unique<PolicyOp>(std::move(text), std::move(summary),
                                            std::move(principal), std::move(done)));
+}
+
+void JobStore::Compensate(uint64_t dead_id, CompensationFn make, std::string principal,
+                          std::function<void(Result<CompensationOutcome>)> done) {
+  impl_->Submit(std::make_unique<CompensateOp>(dead_id, std::move(make), std::move(principal),
+                                               std::move(done)));
+}
+
+Result<std::vector<uint64_t>> JobStore::PendingCompensations(uint64_t after_id,
+                                                             size_t limit) const {
+  std::vector<uint64_t> out;
+  if (after_id == UINT64_MAX) return out;
+  Impl::SnapshotPtr hold;
+  auto it = impl_->DurableIterator(Cf::kRemediation, &hold);
+  for (it->Seek(PendingKey(after_id + 1));
+       it->Valid() && it->key().starts_with("p") && out.size() < limit; it->Next()) {
+    auto id = DecodeU64(std::string_view(it->key().data() + 1, it->key().size() - 1));
+    if (id.ok()) out.push_back(*id);
+  }
+  LEDGERQ_RETURN_IF_ERROR(FromRocks(it->status(), "scan remediation index"));
+  return out;
+}
+
+Result<std::vector<uint64_t>> JobStore::ListChildren(uint64_t parent, size_t limit) const {
+  Impl::SnapshotPtr hold;
+  auto it = impl_->DurableIterator(Cf::kChildren, &hold);
+  const std::string prefix = EncodeU64(parent);
+  std::vector<uint64_t> out;
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix) && out.size() < limit;
+       it->Next()) {
+    auto id = DecodeU64(
+        std::string_view(it->key().data() + prefix.size(), it->key().size() - prefix.size()));
+    if (id.ok()) out.push_back(*id);
+  }
+  LEDGERQ_RETURN_IF_ERROR(FromRocks(it->status(), "scan children index"));
+  return out;
+}
+
+Result<std::vector<uint64_t>> JobStore::ListNeedsAttention(const std::string& queue,
+                                                           uint64_t after_id,
+                                                           size_t limit) const {
+  std::vector<uint64_t> out;
+  if (after_id == UINT64_MAX) return out;
+  Impl::SnapshotPtr hold;
+  auto it = impl_->DurableIterator(Cf::kRemediation, &hold);
+  for (it->Seek(AttentionKey(after_id + 1));
+       it->Valid() && it->key().starts_with("a") && out.size() < limit; it->Next()) {
+    if (!queue.empty() && it->value() != rocksdb::Slice(queue)) continue;
+    auto id = DecodeU64(std::string_view(it->key().data() + 1, it->key().size() - 1));
+    if (id.ok()) out.push_back(*id);
+  }
+  LEDGERQ_RETURN_IF_ERROR(FromRocks(it->status(), "scan remediation index"));
+  return out;
+}
+
+Result<std::map<std::string, uint64_t>> JobStore::CountNeedsAttention() const {
+  Impl::SnapshotPtr hold;
+  auto it = impl_->DurableIterator(Cf::kRemediation, &hold);
+  std::map<std::string, uint64_t> out;
+  for (it->Seek("a"); it->Valid() && it->key().starts_with("a"); it->Next()) {
+    ++out[it->value().ToString()];
+  }
+  LEDGERQ_RETURN_IF_ERROR(FromRocks(it->status(), "scan remediation index"));
+  return out;
+}
+
+void JobStore::PutSchedule(ScheduleRecord rec, bool replace, std::string principal,
+                           std::function<void(Result<ScheduleRecord>)> done) {
+  impl_->Submit(std::make_unique<ScheduleOp>(true, std::move(rec), replace, std::string(),
+                                             std::move(principal), std::move(done)));
+}
+
+void JobStore::RemoveSchedule(std::string name, std::string source, std::string principal,
+                              std::function<void(Result<ScheduleRecord>)> done) {
+  ScheduleRecord rec;
+  rec.set_name(std::move(name));
+  impl_->Submit(std::make_unique<ScheduleOp>(false, std::move(rec), false, std::move(source),
+                                             std::move(principal), std::move(done)));
+}
+
+Status JobStore::ScanSchedules(const std::function<void(const ScheduleRecord&)>& fn) const {
+  Impl::SnapshotPtr hold;
+  auto it = impl_->DurableIterator(Cf::kSchedules, &hold);
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    ScheduleRecord rec;
+    LEDGERQ_RETURN_IF_ERROR(DecodeRecord(std::string_view(it->value().data(), it->value().size()),
+                                         kScheduleFormatVersion, &rec, "schedule"));
+    fn(rec);
+  }
+  return FromRocks(it->status(), "scan schedules");
+}
+
+Result<ScheduleRecord> JobStore::GetSchedule(const std::string& name) const {
+  auto value = impl_->GetValue(Cf::kSchedules, name);
+  if (!value.ok()) {
+    if (value.status().code() == Code::kNotFound) {
+      return Status::NotFound("schedule \"" + name + "\" not found");
+    }
+    return value.status();
+  }
+  ScheduleRecord rec;
+  LEDGERQ_RETURN_IF_ERROR(DecodeRecord(*value, kScheduleFormatVersion, &rec, "schedule"));
+  return rec;
 }
 
 Status JobStore::ScanQueues(

@@ -95,6 +95,15 @@ struct RetentionPolicy {
   bool operator==(const RetentionPolicy&) const = default;
 };
 
+// What a job that just became DEAD needs besides its death (StoreOptions::dead_letter_marks).
+struct DeadLetterMarks {
+  bool needs_attention = false;  // a person must look at it (listed until resolved or redriven)
+  // Enqueue a compensation job of this queue and type (empty: none). The job is marked
+  // compensation_pending in the death's own write; JobStore::Compensate creates it.
+  std::string compensate_queue;
+  std::string compensate_type;
+};
+
 struct StoreOptions {
   std::string data_dir;
   SyncMode sync = SyncMode::kAlways;
@@ -118,6 +127,11 @@ struct StoreOptions {
   // Retention of finished jobs by queue and job type (null: keep everything forever). Called on
   // the committer thread and by RunRetention, so it must be cheap and thread-safe.
   std::function<RetentionPolicy(const std::string& queue, const std::string& type)> retention;
+  // Dead-letter remediation (null: none). Called on the committer thread whenever a transition
+  // leaves a job DEAD from another state; what it answers is written in the death's own batch
+  // (the record's needs_attention / compensation_pending, the DEAD_LETTERED event's
+  // needs_attention, the pending index). Must be cheap and thread-safe.
+  std::function<DeadLetterMarks(const JobRecord& job)> dead_letter_marks;
 };
 
 // What one RunRetention call did.
@@ -138,6 +152,15 @@ struct Checkpoint {
   std::string principal;
 };
 
+// A cron schedule's firing, enqueued with its job (NewJob::schedule_firing): in the same write,
+// the schedule's last_fire_us and last_job_id are set. A firing at or before the schedule's
+// last_fire_us is refused (kAlreadyExists) and a schedule that no longer exists is kNotFound,
+// so no firing ever makes two jobs, whatever the idempotency window.
+struct ScheduleFiring {
+  std::string name;
+  int64_t fire_us = 0;
+};
+
 // A job as submitted. The payload digest is computed by Enqueue on the caller's thread.
 struct NewJob {
   std::string queue;
@@ -153,6 +176,9 @@ struct NewJob {
   std::string tracestate;
   std::optional<ledgerq::storage::v1::RetryPolicyRecord> retry;  // per-job backoff override
   uint64_t policy_version = 0;  // the policy version it is admitted under
+  std::string concurrency_key;  // the queue's max_per_key applies per key
+  std::optional<ScheduleFiring> schedule_firing;  // set by the schedules component only
+  std::string reason;  // the SUBMITTED event's reason (a compensation: which job it compensates)
 };
 
 struct EnqueueOutcome {
@@ -165,6 +191,9 @@ using EnqueueCallback = std::function<void(std::vector<EnqueueOutcome>)>;
 using JobCallback = std::function<void(Result<JobRecord>)>;
 using QueueRecord = ledgerq::storage::v1::QueueRecord;
 using FailureRecord = ledgerq::storage::v1::FailureRecord;
+using ScheduleRecord = ledgerq::storage::v1::ScheduleRecord;
+using QueueLimitsRecord = ledgerq::storage::v1::QueueLimitsRecord;
+using CircuitRecord = ledgerq::storage::v1::CircuitRecord;
 
 // What a transition function may write besides the job record. Every event gets the next
 // sequence, the group's time, the job's id, queue and type, and the op's principal unless it
@@ -211,6 +240,16 @@ struct VerifyReport {
   std::string problem;         // when !ok
 };
 
+// Builds a dead job's compensation job (queue and type as recorded at its death), on the
+// committer thread against the dead job's authoritative record: must be cheap and pure.
+using CompensationFn = std::function<NewJob(const JobRecord& dead, const std::string& queue,
+                                            const std::string& type)>;
+struct CompensationOutcome {
+  JobRecord dead;          // the dead job after the call
+  JobRecord compensation;  // the job created (when `created`)
+  bool created = false;    // false: nothing was pending (compensated already), nothing written
+};
+
 struct ChainHeadInfo {
   uint64_t seq = 0;
   Digest hash{};
@@ -241,6 +280,15 @@ class JobStore {
   // Durably pauses or resumes a queue, with a QUEUE_PAUSED / QUEUE_RESUMED event.
   void SetQueuePaused(std::string queue, bool paused, std::string principal,
                       std::function<void(Status)> done);
+  // Durably sets a queue's flow-control limits (they replace the config file's), with a
+  // QUEUE_LIMITS_CHANGED event carrying them.
+  void SetQueueLimits(std::string queue, QueueLimitsRecord limits, std::string principal,
+                      std::function<void(Status)> done);
+  // Appends a circuit breaker change (CIRCUIT_OPENED / HALF_OPEN / CLOSED by change.to_state)
+  // with its numbers. With `forced`, also stores the operator's setting for the type ("open",
+  // "closed", or "" to give it back to the breaker).
+  void RecordCircuit(std::string queue, CircuitRecord change, std::optional<std::string> forced,
+                     std::string principal, std::function<void(Status)> done);
   // Records the daemon's policy (the canonical text of its queue and job-type declarations) by
   // its SHA-256: when that differs from the stored digest, a POLICY_CHANGED event (new version,
   // digest, the text, `summary` as its reason) is appended. `done` gets the version in force.
@@ -248,8 +296,49 @@ class JobStore {
   void RecordPolicy(std::string text, std::string summary, std::string principal,
                     std::function<void(Result<PolicyVersion>)> done);
 
+  // Enqueues the compensation job of a dead job marked compensation_pending, in ONE write with
+  // the end of its pending mark, its compensation_job_id and a COMPENSATION_ENQUEUED event
+  // (related_job_id) on the dead job: exactly once per death, however often it is called, even
+  // concurrently. The compensation's parent is the dead job. Not pending: OK, created=false.
+  // kNotFound when the job does not exist; an item error of the new job (an idempotency key
+  // conflict) is returned as is and leaves it pending.
+  void Compensate(uint64_t dead_id, CompensationFn make, std::string principal,
+                  std::function<void(Result<CompensationOutcome>)> done);
+  // Dead jobs whose compensation is not enqueued yet (a small index written with the death),
+  // with id > after_id, ascending, at most `limit`.
+  [[nodiscard]] Result<std::vector<uint64_t>> PendingCompensations(uint64_t after_id = 0,
+                                                                   size_t limit = 1000) const;
+  // Jobs enqueued with `parent` as their parent_job_id, ascending, at most `limit` (an index
+  // written with each child's creation).
+  [[nodiscard]] Result<std::vector<uint64_t>> ListChildren(uint64_t parent,
+                                                           size_t limit = 1000) const;
+  // Dead jobs that need attention, with id > after_id, ascending, at most `limit`; only those
+  // of `queue` unless it is empty.
+  [[nodiscard]] Result<std::vector<uint64_t>> ListNeedsAttention(const std::string& queue,
+                                                                 uint64_t after_id,
+                                                                 size_t limit) const;
+  // How many dead jobs need attention, by queue.
+  [[nodiscard]] Result<std::map<std::string, uint64_t>> CountNeedsAttention() const;
+
   [[nodiscard]] Status ScanQueues(
       const std::function<void(const std::string&, const QueueRecord&)>& fn) const;
+
+  // Cron schedules (the `schedules` family, keyed by name). PutSchedule stores `rec` (its
+  // firing state, last_fire_us and last_job_id, is kept from a schedule it replaces; created_at
+  // and created_by become now and `principal`) with a SCHEDULE_ADDED event carrying the schedule
+  // without its payload, and the payload's digest. An existing name is kAlreadyExists unless
+  // `replace`; a "config" schedule is never replaced by an "api" one (kFailedPrecondition); an
+  // identical schedule writes nothing. `done` gets the schedule as stored.
+  void PutSchedule(ScheduleRecord rec, bool replace, std::string principal,
+                   std::function<void(Result<ScheduleRecord>)> done);
+  // Removes a schedule with a SCHEDULE_REMOVED event: kNotFound for an unknown name, and
+  // kFailedPrecondition when `source` is given and the schedule's differs. `done` gets the
+  // removed schedule.
+  void RemoveSchedule(std::string name, std::string source, std::string principal,
+                      std::function<void(Result<ScheduleRecord>)> done);
+  // Schedules in name order, as of the last durable group.
+  [[nodiscard]] Status ScanSchedules(const std::function<void(const ScheduleRecord&)>& fn) const;
+  [[nodiscard]] Result<ScheduleRecord> GetSchedule(const std::string& name) const;
 
   [[nodiscard]] Result<JobRecord> GetJob(uint64_t id) const;
   // The job's events in order (its history); kNotFound for an unknown job. Events removed from

@@ -1241,3 +1241,371 @@ TEST_CASE("dispatcher: a heartbeat whose write fails does not extend the lease",
   CHECK(stored->errors_size() == 1);
   CHECK(stored->errors(0).code() == "LEASE_EXPIRED");
 }
+
+// Flow control ----------------------------------------------------------------------------------
+
+namespace {
+
+NewJob KeyedJob(std::string key, std::string type = "t", std::string queue = "q") {
+  NewJob j = Job(std::move(queue));
+  j.type = std::move(type);
+  j.concurrency_key = std::move(key);
+  return j;
+}
+
+DispatcherOptions WithLimits(QueueLimits l, std::string queue = "q") {
+  DispatcherOptions o;
+  o.limits_of = [l, queue](const std::string& q) { return q == queue ? l : QueueLimits{}; };
+  return o;
+}
+
+std::vector<uint64_t> IdsOf(const std::vector<LeasedJob>& jobs) {
+  std::vector<uint64_t> ids;
+  for (const auto& j : jobs) ids.push_back(j.job.id());
+  return ids;
+}
+
+std::vector<EventBody> QueueEvents(Harness& h, sv1::EventType type) {
+  h.Settle();  // circuit events are written after the strand decides them
+  std::vector<EventBody> out;
+  REQUIRE(h.store()
+              .ScanEvents(1,
+                          [&](const EventBody& e) {
+                            if (e.type() == type) out.push_back(e);
+                            return true;
+                          })
+              .ok());
+  return out;
+}
+
+Result<QueueStats> SetLimitsSync(Harness& h, std::string queue, LimitsUpdate u) {
+  Slot<Result<QueueStats>> slot;
+  h.d().SetLimits(std::move(queue), u, "alice", slot.Callback());
+  auto r = slot.Get();
+  h.Settle();
+  return r;
+}
+
+Result<QueueStats> SetCircuitSync(Harness& h, std::string queue, std::string type,
+                                  CircuitBreaker::Forced mode) {
+  Slot<Result<QueueStats>> slot;
+  h.d().SetCircuit(std::move(queue), std::move(type), mode, "bob", slot.Callback());
+  auto r = slot.Get();
+  h.Settle();
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("flow: the rate limit is a token bucket across workers, in priority order",
+          "[dispatcher][flow]") {
+  Harness h(WithLimits(QueueLimits{2.0, 3, 0, 0}));
+  std::vector<NewJob> items;
+  for (int i = 0; i < 10; ++i) items.push_back(Job("q", i == 7 ? 5 : 0));
+  auto jobs = EnqueueMany(h, items);
+  // The burst: 3 at once, the high-priority job first, then FIFO.
+  auto first = LeaseJobs(h, Params("q", 10));
+  REQUIRE(IdsOf(first) == std::vector<uint64_t>{jobs[7].id(), jobs[0].id(), jobs[1].id()});
+  // A second worker gets nothing until a token is back (1 per 500 ms).
+  auto p2 = Params("q", 10);
+  p2.worker_id = "worker-2";
+  CHECK(LeaseJobs(h, p2).empty());
+  h.Advance(400ms);
+  CHECK(LeaseJobs(h, p2).empty());
+  h.Advance(100ms);
+  auto one = LeaseJobs(h, p2);
+  REQUIRE(IdsOf(one) == std::vector<uint64_t>{jobs[2].id()});
+  h.Advance(1000ms);
+  auto two = LeaseJobs(h, Params("q", 10));
+  REQUIRE(IdsOf(two) == std::vector<uint64_t>{jobs[3].id(), jobs[4].id()});
+  // Held-back work is visible, and nothing was lost or reordered.
+  auto s = StatsOf(h, "q");
+  CHECK(s.ready == 4);
+  CHECK(s.leased == 6);
+  CHECK(s.limits.rate_per_second == 2.0);
+}
+
+TEST_CASE("flow: a parked long-poll is woken when the rate limit gives a token",
+          "[dispatcher][flow]") {
+  Harness h(WithLimits(QueueLimits{1.0, 1, 0, 0}));
+  auto jobs = EnqueueMany(h, {Job(), Job()});
+  REQUIRE(LeaseJobs(h, Params("q", 5)).size() == 1);
+  Slot<LeaseResult> parked;
+  h.d().Lease(Params("q", 5, 30s, 10s), parked.Callback());
+  h.Barrier();
+  CHECK_FALSE(parked.Ready());
+  CHECK(h.d().Stats().parked_polls == 1);
+  h.Advance(1000ms);
+  auto r = parked.Get();
+  h.Barrier();  // the strand records the lease before time moves on
+  REQUIRE(r.ok());
+  REQUIRE(IdsOf(*r) == std::vector<uint64_t>{jobs[1].id()});
+}
+
+TEST_CASE("flow: the concurrency limit caps leased jobs; a finished one wakes a long-poll",
+          "[dispatcher][flow]") {
+  Harness h(WithLimits(QueueLimits{0, 0, 2, 0}));
+  std::vector<NewJob> items(5, Job());
+  auto jobs = EnqueueMany(h, items);
+  auto got = LeaseJobs(h, Params("q", 5));
+  REQUIRE(got.size() == 2);
+  CHECK(LeaseJobs(h, Params("q", 5)).empty());
+  CHECK(StatsOf(h, "q").held_back == 3);
+  Slot<LeaseResult> parked;
+  h.d().Lease(Params("q", 5, 30s, 10s), parked.Callback());
+  h.Barrier();
+  CHECK_FALSE(parked.Ready());
+  REQUIRE(CompleteSync(h, TokenOf(got[0])).ok());
+  auto r = parked.Get();
+  h.Barrier();  // the strand records the lease before time moves on
+  REQUIRE(r.ok());
+  REQUIRE(IdsOf(*r) == std::vector<uint64_t>{jobs[2].id()});
+  // An expired lease frees its slot too.
+  h.Advance(31s);
+  auto after = LeaseJobs(h, Params("q", 5));
+  CHECK(after.size() == 2);
+}
+
+TEST_CASE("flow: per-key concurrency lets other keys pass, and keeps each key's order",
+          "[dispatcher][flow]") {
+  Harness h(WithLimits(QueueLimits{0, 0, 0, 1}));
+  auto jobs = EnqueueMany(h, {KeyedJob("acme"), KeyedJob("acme"), KeyedJob("globex"),
+                              KeyedJob("acme"), KeyedJob(""), KeyedJob("globex")});
+  // One per key at a time; jobs without a key are not limited by it.
+  auto first = LeaseJobs(h, Params("q", 10));
+  REQUIRE(IdsOf(first) == std::vector<uint64_t>{jobs[0].id(), jobs[2].id(), jobs[4].id()});
+  CHECK(LeaseJobs(h, Params("q", 10)).empty());
+  CHECK(StatsOf(h, "q").held_back == 3);
+  // acme's next is its second job (not its third), once its first is done.
+  REQUIRE(CompleteSync(h, TokenOf(first[0])).ok());
+  auto next = LeaseJobs(h, Params("q", 10));
+  REQUIRE(IdsOf(next) == std::vector<uint64_t>{jobs[1].id()});
+  // A failure that retries at once counts for its key as soon as it is leased again.
+  REQUIRE(FailSync(h, TokenOf(first[1]), Failure(kTransient, "X"), 0us).ok());
+  h.Advance(2s);
+  auto again = LeaseJobs(h, Params("q", 10));
+  REQUIRE(again.size() == 1);
+  CHECK(again[0].job.concurrency_key() == "globex");
+  CHECK(again[0].job.id() == jobs[2].id());
+}
+
+TEST_CASE("flow: limits set at runtime are recorded with the principal and survive a restart",
+          "[dispatcher][flow]") {
+  Harness h(WithLimits(QueueLimits{0, 0, 5, 0}));
+  std::vector<NewJob> items(6, Job());
+  EnqueueMany(h, items);
+  LimitsUpdate u;
+  u.max_concurrency = 1;
+  u.max_per_key = 3;
+  auto r = SetLimitsSync(h, "q", u);
+  REQUIRE(r.ok());
+  CHECK(r->limits.max_concurrency == 1);
+  CHECK(r->limits.max_per_key == 3);
+  CHECK(r->runtime_limits);
+  auto evs = QueueEvents(h, sv1::EVENT_QUEUE_LIMITS_CHANGED);
+  REQUIRE(evs.size() == 1);
+  CHECK(evs[0].principal() == "alice");
+  CHECK(evs[0].queue() == "q");
+  CHECK(evs[0].limits().max_concurrency() == 1);
+  CHECK(LeaseJobs(h, Params("q", 5)).size() == 1);
+  // Bad input changes nothing.
+  LimitsUpdate bad;
+  bad.rate_per_second = -3;
+  auto refused = SetLimitsSync(h, "q", bad);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.status().message().find("rate_per_second") != std::string::npos);
+  CHECK(QueueEvents(h, sv1::EVENT_QUEUE_LIMITS_CHANGED).size() == 1);
+  h.Restart();
+  CHECK(StatsOf(h, "q").limits.max_concurrency == 1);
+  CHECK(LeaseJobs(h, Params("q", 5)).empty());  // the lease from before the restart still counts
+  // Raising the limit lets a parked long-poll lease at once.
+  Slot<LeaseResult> parked;
+  h.d().Lease(Params("q", 5, 30s, 10s), parked.Callback());
+  h.Barrier();
+  LimitsUpdate up;
+  up.max_concurrency = 3;
+  REQUIRE(SetLimitsSync(h, "q", up).ok());
+  auto woke = parked.Get();
+  h.Barrier();  // the strand records the lease before time moves on
+  REQUIRE(woke.ok());
+  CHECK(woke->size() == 2);
+}
+
+TEST_CASE("flow: a queue resuming from pause releases its backlog at its rate limit",
+          "[dispatcher][flow]") {
+  Harness h(WithLimits(QueueLimits{5.0, 5, 0, 0}));
+  REQUIRE(SetPausedSync(h, "q", true).ok());
+  std::vector<NewJob> items(40, Job());
+  EnqueueMany(h, items);
+  h.Advance(60s);  // a long pause does not bank more than the burst
+  REQUIRE(SetPausedSync(h, "q", false).ok());
+  h.Settle();
+  CHECK(LeaseJobs(h, Params("q", 40)).size() == 5);
+  CHECK(LeaseJobs(h, Params("q", 40)).empty());
+  h.Advance(1s);
+  CHECK(LeaseJobs(h, Params("q", 40)).size() == 5);
+}
+
+namespace {
+
+DispatcherOptions WithBreaker() {
+  DispatcherOptions o;
+  o.policy_of = [](const std::string&, const std::string& type) {
+    JobPolicy p;
+    p.retry.max_attempts = 50;
+    p.retry.backoff_base = 1ms;
+    p.retry.backoff_cap = 1ms;
+    if (type == "t") {
+      p.circuit.enabled = true;
+      p.circuit.threshold = 0.5;
+      p.circuit.window = 60s;
+      p.circuit.min_attempts = 4;
+      p.circuit.cooldown = 10s;
+      p.circuit.max_cooldown = 60s;
+      p.circuit.trials = 2;
+    }
+    return p;
+  };
+  return o;
+}
+
+NewJob TypedJob(std::string type) {
+  NewJob j = Job("q", 0, 50);
+  j.type = std::move(type);
+  return j;
+}
+
+}  // namespace
+
+TEST_CASE("flow: the circuit opens on transient failures; its type waits without using attempts",
+          "[dispatcher][flow]") {
+  Harness h(WithBreaker());
+  std::vector<NewJob> items(6, TypedJob("t"));
+  items.push_back(TypedJob("other"));
+  auto jobs = EnqueueMany(h, items);
+  // A permanent failure is the job's fault and does not count.
+  auto p = LeaseOne(h);
+  REQUIRE(FailSync(h, TokenOf(p), Failure(kPermanent, "BAD_INPUT")).ok());
+  CHECK(QueueEvents(h, sv1::EVENT_CIRCUIT_OPENED).empty());
+  // Four transient failures in a row: 4 of 4 >= 50 %.
+  for (int i = 0; i < 4; ++i) {
+    auto lj = LeaseOne(h);
+    REQUIRE(lj.job.type() == "t");
+    REQUIRE(FailSync(h, TokenOf(lj), Failure(kTransient, "UPSTREAM_503")).ok());
+    h.Advance(1ms);
+  }
+  auto opened = QueueEvents(h, sv1::EVENT_CIRCUIT_OPENED);
+  REQUIRE(opened.size() == 1);
+  CHECK(opened[0].principal() == "ledgerqd");
+  CHECK(opened[0].job_type() == "t");
+  CHECK(opened[0].circuit().cause() == "failure_rate");
+  CHECK(opened[0].circuit().window_attempts() == 4);
+  CHECK(opened[0].circuit().window_failures() == 4);
+  CHECK(opened[0].circuit().threshold() == Approx(0.5));
+  CHECK(opened[0].circuit().cooldown_us() == 10'000'000);
+  // While open only the other type is leased; the t jobs keep their attempts.
+  std::map<uint64_t, uint32_t> attempts_before;
+  for (const auto& j : jobs) attempts_before[j.id()] = GetJob(h, j.id()).attempts();
+  auto leased = LeaseJobs(h, Params("q", 10));
+  REQUIRE(leased.size() == 1);
+  CHECK(leased[0].job.type() == "other");
+  h.Advance(5s);
+  CHECK(LeaseJobs(h, Params("q", 10)).empty());
+  for (const auto& j : jobs) {
+    if (j.type() == "t") CHECK(GetJob(h, j.id()).attempts() == attempts_before[j.id()]);
+  }
+  auto s = StatsOf(h, "q");
+  REQUIRE(s.circuits.size() == 1);
+  CHECK(s.circuits[0].state == CircuitState::kOpen);
+  CHECK(s.circuits[0].held_back == 5);
+  CHECK(s.held_back == 5);
+}
+
+TEST_CASE("flow: half-open trials close the circuit, a failed trial reopens it for longer",
+          "[dispatcher][flow]") {
+  Harness h(WithBreaker());
+  std::vector<NewJob> items(12, TypedJob("t"));
+  EnqueueMany(h, items);
+  for (int i = 0; i < 4; ++i) {
+    auto lj = LeaseOne(h);
+    REQUIRE(FailSync(h, TokenOf(lj), Failure(kTransient, "TIMEOUT")).ok());
+    h.Advance(1ms);
+  }
+  REQUIRE(QueueEvents(h, sv1::EVENT_CIRCUIT_OPENED).size() == 1);
+  // Parked long-polls wait while it is open and are woken when it half-opens.
+  Slot<LeaseResult> parked;
+  h.d().Lease(Params("q", 10, 30s, 60s), parked.Callback());
+  h.Barrier();
+  h.Advance(9s);
+  CHECK_FALSE(parked.Ready());
+  h.Advance(1s);
+  auto half = QueueEvents(h, sv1::EVENT_CIRCUIT_HALF_OPEN);
+  REQUIRE(half.size() == 1);
+  CHECK(half[0].circuit().cause() == "cooldown_elapsed");
+  auto trials = parked.Get();
+  h.Barrier();  // the strand records the lease before time moves on
+  REQUIRE(trials.ok());
+  REQUIRE(trials->size() == 2);  // at most `trials` at once
+  CHECK(LeaseJobs(h, Params("q", 10)).empty());
+  // A failed trial: open again, cooldown doubled.
+  REQUIRE(FailSync(h, TokenOf((*trials)[0]), Failure(kTransient, "TIMEOUT")).ok());
+  auto reopened = QueueEvents(h, sv1::EVENT_CIRCUIT_OPENED);
+  REQUIRE(reopened.size() == 2);
+  CHECK(reopened[1].circuit().cause() == "trial_failed");
+  CHECK(reopened[1].circuit().cooldown_us() == 20'000'000);
+  // The other trial finishing while open changes nothing.
+  REQUIRE(CompleteSync(h, TokenOf((*trials)[1])).ok());
+  h.Advance(19s);
+  CHECK(LeaseJobs(h, Params("q", 10)).empty());
+  h.Advance(1s);
+  REQUIRE(QueueEvents(h, sv1::EVENT_CIRCUIT_HALF_OPEN).size() == 2);
+  // Two successful trials close it, and then everything flows again.
+  auto t1 = LeaseJobs(h, Params("q", 10));
+  REQUIRE(t1.size() == 2);
+  REQUIRE(CompleteSync(h, TokenOf(t1[0])).ok());
+  REQUIRE(CompleteSync(h, TokenOf(t1[1])).ok());
+  auto closed = QueueEvents(h, sv1::EVENT_CIRCUIT_CLOSED);
+  REQUIRE(closed.size() == 1);
+  CHECK(closed[0].circuit().cause() == "trials_succeeded");
+  CHECK(LeaseJobs(h, Params("q", 10)).size() == 9);
+}
+
+TEST_CASE("flow: an expired lease counts as a failure for the circuit", "[dispatcher][flow]") {
+  Harness h(WithBreaker());
+  std::vector<NewJob> items(4, TypedJob("t"));
+  EnqueueMany(h, items);
+  REQUIRE(LeaseJobs(h, Params("q", 4, 5s)).size() == 4);
+  h.Advance(6s);
+  REQUIRE(QueueEvents(h, sv1::EVENT_CIRCUIT_OPENED).size() == 1);
+}
+
+TEST_CASE("flow: operators force a circuit open or closed, durably and recorded",
+          "[dispatcher][flow]") {
+  Harness h(WithBreaker());
+  std::vector<NewJob> items(3, TypedJob("u"));  // u has no breaker of its own
+  EnqueueMany(h, items);
+  auto r = SetCircuitSync(h, "q", "u", CircuitBreaker::Forced::kOpen);
+  REQUIRE(r.ok());
+  REQUIRE(r->circuits.size() == 1);
+  CHECK(r->circuits[0].forced == "open");
+  auto evs = QueueEvents(h, sv1::EVENT_CIRCUIT_OPENED);
+  REQUIRE(evs.size() == 1);
+  CHECK(evs[0].principal() == "bob");
+  CHECK(evs[0].circuit().cause() == "forced");
+  CHECK(evs[0].circuit().forced() == "open");
+  CHECK(LeaseJobs(h, Params("q", 10)).empty());
+  h.Advance(1h);  // no cooldown ends a forced circuit
+  CHECK(LeaseJobs(h, Params("q", 10)).empty());
+  h.Restart();
+  CHECK(LeaseJobs(h, Params("q", 10)).empty());
+  auto stats = StatsOf(h, "q");
+  REQUIRE(stats.circuits.size() == 1);
+  CHECK(stats.circuits[0].state == CircuitState::kOpen);
+  // Given back: u has no breaker, so it leases and the circuit disappears from the stats.
+  REQUIRE(SetCircuitSync(h, "q", "u", CircuitBreaker::Forced::kNone).ok());
+  CHECK(QueueEvents(h, sv1::EVENT_CIRCUIT_CLOSED).size() == 1);
+  CHECK(LeaseJobs(h, Params("q", 10)).size() == 3);
+  CHECK(StatsOf(h, "q").circuits.empty());
+  h.Restart();
+  CHECK(StatsOf(h, "q").circuits.empty());
+}

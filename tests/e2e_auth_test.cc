@@ -333,6 +333,23 @@ TEST_CASE("the full method x role matrix, credentials, queues and payload omissi
          return Call(c, c.admin(), &v1::AdminService::Stub::ListFailures,
                      v1::ListFailuresRequest());
        }},
+      {"SetQueueLimits",
+       {"operator", "admin"},
+       [&](Client& c, const std::string&) {
+         v1::SetQueueLimitsRequest r;
+         r.set_queue("q.limits");
+         r.set_max_concurrency(5);
+         return Call(c, c.admin(), &v1::AdminService::Stub::SetQueueLimits, r);
+       }},
+      {"SetCircuit",
+       {"operator", "admin"},
+       [&](Client& c, const std::string&) {
+         v1::SetCircuitRequest r;
+         r.set_queue("q.limits");
+         r.set_type("t");
+         r.set_mode("auto");
+         return Call(c, c.admin(), &v1::AdminService::Stub::SetCircuit, r);
+       }},
       // AuditService (server/audit_service.*, written in parallel): its rows are checked as
       // soon as the daemon registers it; until then the admin's call is UNIMPLEMENTED and the
       // rows are reported as pending (WARN) instead of passing silently.
