@@ -251,6 +251,15 @@ storage::TransitionFn RedriveFn() {
                                         ": its payload was purged by retention; it cannot run "
                                         "again (enqueue a new job instead)");
     }
+    if (job.compensation_pending()) {
+      // Its death owes a compensation job: that comes first, so a compensation never runs for
+      // a job that was redriven (and may since have succeeded), and each death gets its own.
+      return Status::FailedPrecondition(
+          "job " + std::to_string(job.id()) +
+          ": its on-dead-letter compensation job is not enqueued yet; redrive it once "
+          "`ledgerq job " +
+          std::to_string(job.id()) + "` shows compensated_by");
+    }
     EventBody ev = Ev(sv1::EVENT_REDRIVEN, job);
     ev.set_reason(job.dead_reason());
     job.set_attempt_budget_base(job.attempts());  // a fresh budget; attempt numbers keep growing

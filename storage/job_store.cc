@@ -162,6 +162,9 @@ std::optional<RetentionEntry> DecodeRetentionEntry(std::string_view v) {
   return RetentionEntry{static_cast<int64_t>(*f), static_cast<int64_t>(*d)};
 }
 
+// How long a sweep waits before looking again at a dead job whose compensation is still owed.
+constexpr std::chrono::microseconds kOwedRecheck = std::chrono::hours(1);
+
 // When a finished job's record may go: `records` (or `dead`) after it finished, but never while
 // its idempotency key still names it (contract 2: a resubmission within the window must find
 // the original). 0: kept forever.
@@ -1052,7 +1055,10 @@ class RetentionOp final : public Op {
     const int64_t now = txn.now_us();
     const int64_t finished = entry->finished_us;
     const int64_t remove_at = RemovalTime(rec, finished, p, opts.dedup_window);
-    const bool remove = remove_at != 0 && now >= remove_at;
+    // A dead job whose on-dead-letter compensation is still owed stays until it is enqueued:
+    // removing it would drop the debt without a trace.
+    const bool owed = rec.compensation_pending();
+    const bool remove = remove_at != 0 && now >= remove_at && !owed;
     const bool purge = !remove && p.payloads.count() > 0 && !rec.payload_purged() &&
                        now >= SatAdd(finished, p.payloads.count());
 
@@ -1112,7 +1118,8 @@ class RetentionOp final : public Op {
       txn.DeletePayloads(rec.id());
       ++stats_.purged_payloads;
     }
-    const int64_t next = NextRetentionDue(rec, finished, p, opts.dedup_window);
+    int64_t next = NextRetentionDue(rec, finished, p, opts.dedup_window);
+    if (owed && next != 0 && next <= now) next = SatAdd(now, kOwedRecheck.count());
     if (next == 0) {
       txn.DeleteRetention(c.due_key);
       txn.DeleteRetention(RetentionJobKey(rec.id()));

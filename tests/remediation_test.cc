@@ -41,6 +41,7 @@ struct Fixture {
   FakeClock clock;
   srv::LivePolicies policies{TestPolicies(), 3};
   std::function<Status()> fault;  // the store's write_fault seam
+  RetentionPolicy retention;      // every queue's and type's
   std::unique_ptr<JobStore> store;
 
   Fixture() { Open(); }
@@ -53,6 +54,7 @@ struct Fixture {
     o.dead_letter_marks = [this](const JobRecord& job) {
       return srv::DeadLetterMarksFor(policies.Get()->policies, job);
     };
+    o.retention = [this](const std::string&, const std::string&) { return retention; };
     auto s = JobStore::Open(o);
     REQUIRE(s.ok());
     store = std::move(s).value();
@@ -403,6 +405,35 @@ TEST_CASE("a redriven job that dies again gets a second compensation", "[remedia
   CHECK(f.store->GetJob(dead.id())->compensation_job_id() == refunds[1].id());
   CHECK(*f.store->ListChildren(dead.id()) ==
         std::vector<uint64_t>{refunds[0].id(), refunds[1].id()});
+}
+
+TEST_CASE("while its compensation is owed a dead job is neither redriven nor removed",
+          "[remediation]") {
+  Fixture f;
+  f.retention.dead = 1h;
+  JobRecord dead = f.Kill();
+  REQUIRE(dead.compensation_pending());
+  // Redrive first would let the compensation run for a job that may then succeed.
+  auto refused = f.Apply(dead.id(), sched::RedriveFn(), "operator");
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.status().code() == Code::kFailedPrecondition);
+  CHECK(refused.status().message().find("compensation") != std::string::npos);
+  CHECK(f.store->GetJob(dead.id())->state() == v1::STATE_DEAD);
+  // Past dead-letters-keep the sweep keeps it while the debt stands ...
+  f.clock.Advance(2h);
+  auto swept = f.store->RunRetention();
+  REQUIRE(swept.ok());
+  CHECK(swept->removed_records == 0);
+  REQUIRE(f.store->GetJob(dead.id()).ok());
+  // ... and removes it once the compensation is enqueued and the sweep comes back.
+  srv::Remediation rem(f.store.get(), &f.policies, nullptr);
+  REQUIRE(*rem.RunPending() == 1);
+  f.clock.Advance(2h);
+  auto later = f.store->RunRetention();
+  REQUIRE(later.ok());
+  CHECK(later->removed_records == 1);
+  CHECK_FALSE(f.store->GetJob(dead.id()).ok());
+  CHECK(f.JobsIn("refunds").size() == 1);  // the compensation itself stays
 }
 
 TEST_CASE("an idempotency key conflict leaves the compensation pending and writes nothing",
