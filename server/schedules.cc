@@ -135,7 +135,7 @@ Status ScheduleJob(const ScheduleRecord& rec, int64_t fire_us, const EnqueueLimi
   (*req.mutable_labels())[kScheduleLabel] = rec.name();
   storage::NewJob job;
   LEDGERQ_RETURN_IF_ERROR(ToNewJob(req, limits, now_us, {}, &job, {}, "schedule:" + rec.name()));
-  job.schedule_firing = storage::ScheduleFiring{rec.name(), fire_us};
+  job.schedule_firing = storage::ScheduleFiring{rec.name(), fire_us, rec.created_at_us()};
   *out = std::move(job);
   return Status::Ok();
 }

@@ -571,6 +571,13 @@ class EnqueueOp final : public Op {
       return {Status::NotFound("schedule \"" + firing.name + "\" no longer exists"), {}, false};
     }
     ScheduleRecord rec = std::move(**sched);
+    if (rec.created_at_us() != firing.defined_at_us) {
+      return {Status::FailedPrecondition("schedule \"" + firing.name +
+                                         "\" was changed while this firing was being enqueued; "
+                                         "its new definition fires from the next tick"),
+              {},
+              false};
+    }
     if (rec.last_fire_us() >= firing.fire_us) {
       return {Status::AlreadyExists("schedule \"" + firing.name +
                                     "\" already enqueued this firing or a later one (job " +

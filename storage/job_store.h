@@ -159,6 +159,9 @@ struct Checkpoint {
 struct ScheduleFiring {
   std::string name;
   int64_t fire_us = 0;
+  // The definition the job was made from (its created_at_us): a firing of a definition replaced
+  // or removed and added again meanwhile is refused (FAILED_PRECONDITION).
+  int64_t defined_at_us = 0;
 };
 
 // A job as submitted. The payload digest is computed by Enqueue on the caller's thread.

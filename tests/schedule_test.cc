@@ -345,6 +345,19 @@ TEST_CASE("schedules: the store refuses a second job for a firing, even in one w
   CHECK(outs[1].status.code() == Code::kAlreadyExists);
   CHECK_THAT(outs[1].status.message(), Catch::Contains("every5"));
   CHECK(env.Jobs().size() == 1);
+  // A firing made from a definition replaced meanwhile is refused: the new one fires next.
+  env.clock.Advance(std::chrono::seconds(1));
+  REQUIRE(AddSync(*s, Sched("every5", "*/10 * * * *"), /*replace=*/true).ok());
+  storage::NewJob stale = job;
+  stale.schedule_firing->fire_us = fire + 300'000'000;
+  stale.idempotency_key = "stale";
+  std::promise<std::vector<storage::EnqueueOutcome>> r;
+  env.store->Enqueue({stale}, "schedule:every5",
+                     [&r](std::vector<storage::EnqueueOutcome> o) { r.set_value(std::move(o)); });
+  auto refused = r.get_future().get()[0].status;
+  CHECK(refused.code() == Code::kFailedPrecondition);
+  CHECK_THAT(refused.message(), Catch::Contains("changed"));
+  CHECK(env.Jobs().size() == 1);
   // A schedule that is gone takes no firing.
   REQUIRE(RemoveSync(*s, "every5").ok());
   storage::NewJob late = job;
