@@ -320,8 +320,9 @@ int main(int argc, char** argv) {
   auto* audit = app.add_subcommand("audit", "Audit log tools");
   audit->require_subcommand(1);
   auto* verify = audit->add_subcommand(
-      "verify", "Walk the whole hash chain: of the running daemon, or offline with --data-dir, "
-                "or of an export file with --archive");
+      "verify",
+      "Walk the whole hash chain: of the running daemon, or offline with --data-dir, "
+      "or of an export file with --archive");
   verify->add_option("--data-dir", av.data_dir, "Data directory of a stopped ledgerqd");
   verify->add_option("--archive", av.archive, "An export file (ledgerq audit export/archive)");
   verify->add_option("--after", av.after, "With --archive: the earlier export it must chain onto");

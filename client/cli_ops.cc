@@ -90,11 +90,10 @@ int PrintJobs(const Globals& g, const std::vector<v1::Job>& jobs, bool dead) {
         const auto& e = j.errors(j.errors_size() - 1);
         last = e.code() + ": " + Short(e.message(), 60);
       }
-      rows.push_back({std::to_string(j.id()), j.queue(), j.type(), std::to_string(j.attempts()),
-                      j.dead_reason(), j.needs_attention() ? "needed" : "-",
-                      j.compensation_job_id() ? "job " + std::to_string(j.compensation_job_id())
-                                              : "-",
-                      last});
+      rows.push_back(
+          {std::to_string(j.id()), j.queue(), j.type(), std::to_string(j.attempts()),
+           j.dead_reason(), j.needs_attention() ? "needed" : "-",
+           j.compensation_job_id() ? "job " + std::to_string(j.compensation_job_id()) : "-", last});
     } else {
       rows.push_back({std::to_string(j.id()), j.type(), client::StateName(j.state()),
                       std::to_string(j.attempts()), std::to_string(j.priority()),

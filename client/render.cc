@@ -271,8 +271,8 @@ std::string HistoryToText(const v1::JobHistory& h) {
     } else if (t == "COMPENSATION_ENQUEUED") {
       what = "compensated by job " + std::to_string(e.related_job_id()) + " (" + e.reason() + ")";
     } else if (t == "ATTENTION_CLEARED") {
-      what = "attention resolved by " + e.principal() +
-             (e.reason().empty() ? "" : ": " + e.reason());
+      what =
+          "attention resolved by " + e.principal() + (e.reason().empty() ? "" : ": " + e.reason());
     } else if (t == "RELEASED") {
       ready_at = e.has_run_at() ? Us(e.run_at()) : at;
       what = "released by worker " + e.worker_id();

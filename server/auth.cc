@@ -22,9 +22,8 @@ namespace {
 constexpr std::array<const char*, 5> kRoleNames = {"producer", "worker", "operator", "auditor",
                                                    "admin"};
 constexpr std::array<const char*, kPermissionCount> kPermissionNames = {
-    "enqueue", "read-own-jobs", "read-jobs", "read-payloads", "work",          "list",
-    "pause",   "cancel",        "redrive",   "audit-read",    "audit-truncate", "limits",
-    "schedule"};
+    "enqueue", "read-own-jobs", "read-jobs",  "read-payloads",  "work",   "list",    "pause",
+    "cancel",  "redrive",       "audit-read", "audit-truncate", "limits", "schedule"};
 
 constexpr uint32_t Bit(Permission p) { return 1u << static_cast<uint32_t>(p); }
 

@@ -131,7 +131,8 @@ Result<std::vector<std::string>> StringArray(const toml::node& node, const std::
         out.push_back(*w);
     }
   }
-  if (!ok) return Status::InvalidArgument("config: " + field + ": must be an array of non-empty strings");
+  if (!ok)
+    return Status::InvalidArgument("config: " + field + ": must be an array of non-empty strings");
   return out;
 }
 
@@ -198,7 +199,8 @@ void ParseDecl(const toml::table& table, const std::string& prefix, bool is_type
     auto duration = [&](std::optional<std::chrono::microseconds>* out) {
       auto x = v.Duration();
       if (!x.ok()) return x.status();
-      if (x->count() < 0) return Status::InvalidArgument("config: " + field + ": must not be negative");
+      if (x->count() < 0)
+        return Status::InvalidArgument("config: " + field + ": must not be negative");
       *out = *x;
       return Status::Ok();
     };
@@ -231,9 +233,12 @@ void ParseDecl(const toml::table& table, const std::string& prefix, bool is_type
       auto words = StringArray(node, field);
       st = words.status();
       if (words.ok()) {
-        if (k == "mask-fields") d->mask_fields = *words;
-        else if (k == "submitters") d->submitters = *words;
-        else d->queues = *words;
+        if (k == "mask-fields")
+          d->mask_fields = *words;
+        else if (k == "submitters")
+          d->submitters = *words;
+        else
+          d->queues = *words;
       }
     } else if (k == "required") {
       const toml::table* req = node.as_table();
@@ -272,8 +277,7 @@ void ParseDecl(const toml::table& table, const std::string& prefix, bool is_type
         st = Status::InvalidArgument("config: " + field + ": must be 0 (unlimited) or more");
       }
       if (st.ok()) d->rate_limit = *n;
-    } else if (!is_type &&
-               (k == "rate-burst" || k == "max-concurrency" || k == "max-per-key")) {
+    } else if (!is_type && (k == "rate-burst" || k == "max-concurrency" || k == "max-per-key")) {
       auto n = v.Int();
       st = n.status();
       if (n.ok() && (*n < 0 || *n > 10'000'000)) {
@@ -281,8 +285,9 @@ void ParseDecl(const toml::table& table, const std::string& prefix, bool is_type
       }
       if (st.ok()) {
         const auto u = static_cast<uint32_t>(*n);
-        (k == "rate-burst" ? d->rate_burst : k == "max-concurrency" ? d->max_concurrency
-                                                                    : d->max_per_key) = u;
+        (k == "rate-burst"        ? d->rate_burst
+         : k == "max-concurrency" ? d->max_concurrency
+                                  : d->max_per_key) = u;
       }
     } else if (k == "circuit-breaker") {
       if (auto b = node.value<bool>(); b && node.is_boolean()) {
@@ -549,7 +554,8 @@ Result<Config> ParseConfigToml(std::string_view text, Config base) {
         return Status::Ok();
       }
       if (k == "strict-types") {
-        if (!node.is_boolean()) return Status::InvalidArgument("config: strict-types: must be true or false");
+        if (!node.is_boolean())
+          return Status::InvalidArgument("config: strict-types: must be true or false");
         c.strict_types = *node.value<bool>();
         return Status::Ok();
       }
@@ -587,7 +593,6 @@ Result<Config> ParseConfigToml(std::string_view text, Config base) {
   for (const auto& e : errors) msg += (msg.empty() ? "" : "\n") + e;
   return Status::InvalidArgument(msg);
 }
-
 
 Result<Config> LoadConfigFile(const std::string& path, Config base, std::string_view flag) {
   std::ifstream in(path);

@@ -37,7 +37,7 @@ struct Config {
   std::map<std::string, PolicyDecl> type_decls;
   bool strict_types = false;       // refuse undeclared job types (file or flag)
   bool strict_types_flag = false;  // --strict-types was given: a reload keeps it on
-  double redrive_rate = 5000;  // jobs per second moved back by a queue-wide redrive
+  double redrive_rate = 5000;      // jobs per second moved back by a queue-wide redrive
   // [schedules.NAME] tables (server/schedules.h): cron schedules the daemon stores with
   // source "config" at start, validated (ValidateSchedule) and admitted by the policies above.
   std::map<std::string, storage::ScheduleRecord> schedule_decls;

@@ -279,13 +279,13 @@ Status RunDaemon(const Config& config) {
   // Cron schedules: the config file's brought into the store, then fired on their own thread
   // (after recovery, so the dispatcher indexes every job a firing creates), each job through
   // Enqueue's own validation and admission. Stopped before the store closes.
-  Schedules schedules(store.get(), SystemClock::Instance(),
-                      SchedulesOptions{.limits = limits,
-                                       .created = [&dispatcher](const storage::JobRecord& job) {
-                                         dispatcher.OnCreated(job);
-                                       },
-                                       .grace = std::chrono::seconds(60),
-                                       .tick = std::chrono::seconds(1)});
+  Schedules schedules(
+      store.get(), SystemClock::Instance(),
+      SchedulesOptions{
+          .limits = limits,
+          .created = [&dispatcher](const storage::JobRecord& job) { dispatcher.OnCreated(job); },
+          .grace = std::chrono::seconds(60),
+          .tick = std::chrono::seconds(1)});
   LEDGERQ_RETURN_IF_ERROR(schedules.Load(config.schedule_decls));
   schedules.Start();
   admin.SetSchedules(&schedules);
@@ -366,10 +366,17 @@ Status RunDaemon(const Config& config) {
     dispatcher.ListQueues([&metrics](std::vector<scheduler::QueueStats> qs) {
       std::vector<metrics::QueueGauges> out;
       for (const auto& q : qs) {
-        out.push_back({q.name, q.paused, double(q.scheduled), double(q.ready), double(q.leased),
-                       double(q.succeeded), double(q.dead), double(q.cancelled),
+        out.push_back({q.name,
+                       q.paused,
+                       double(q.scheduled),
+                       double(q.ready),
+                       double(q.leased),
+                       double(q.succeeded),
+                       double(q.dead),
+                       double(q.cancelled),
                        std::chrono::duration<double>(q.oldest_ready_age).count(),
-                       double(q.held_back), {}});
+                       double(q.held_back),
+                       {}});
         for (const auto& c : q.circuits) {
           out.back().circuits.push_back({c.type, scheduler::CircuitStateName(c.state)});
         }

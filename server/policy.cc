@@ -283,10 +283,10 @@ Status Policies::Validate() const {
     if (Status ls = scheduler::ValidateLimits(l, "config: queues." + name + "."); !ls.ok()) {
       // The file spells the fields rate-limit, rate-burst, max-concurrency, max-per-key.
       std::string msg = ls.message();
-      for (auto [api, file] : {std::pair{"rate_per_second", "rate-limit"},
-                               std::pair{"burst", "rate-burst"},
-                               std::pair{"max_concurrency", "max-concurrency"},
-                               std::pair{"max_per_key", "max-per-key"}}) {
+      for (auto [api, file] :
+           {std::pair{"rate_per_second", "rate-limit"}, std::pair{"burst", "rate-burst"},
+            std::pair{"max_concurrency", "max-concurrency"},
+            std::pair{"max_per_key", "max-per-key"}}) {
         if (auto pos = msg.find(std::string(".") + api + ":"); pos != std::string::npos) {
           msg.replace(pos + 1, std::string(api).size(), file);
           break;
@@ -301,8 +301,8 @@ Status Policies::Validate() const {
   // compensations of compensations for as long as they keep dying.
   for (const auto& [name, d] : types) {
     std::vector<std::string> chain{name};
-    for (auto at = types.find(name); at != types.end() && at->second.on_dead_letter &&
-                                     at->second.on_dead_letter->compensates();
+    for (auto at = types.find(name);
+         at != types.end() && at->second.on_dead_letter && at->second.on_dead_letter->compensates();
          at = types.find(chain.back())) {
       const std::string& next = at->second.on_dead_letter->type;
       const bool loops = std::find(chain.begin(), chain.end(), next) != chain.end();

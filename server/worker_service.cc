@@ -508,8 +508,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::SetQueueLimits(grpc::CallbackServerC
     return reactor;
   }
   Status st = ValidateName(req->queue(), "queue");
-  if (st.ok() && !req->has_rate_per_second() && !req->has_burst() &&
-      !req->has_max_concurrency() && !req->has_max_per_key()) {
+  if (st.ok() && !req->has_rate_per_second() && !req->has_burst() && !req->has_max_concurrency() &&
+      !req->has_max_per_key()) {
     st = Status::InvalidArgument(
         "limits: give at least one of rate_per_second, burst, max_concurrency, max_per_key");
   }
@@ -758,20 +758,19 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Redrive(grpc::CallbackServerContext*
     return reactor;
   }
   std::vector<uint64_t> ids(req->ids().begin(), req->ids().end());
-  dispatcher_->Redrive(
-      std::move(ids), caller.name,
-      [this, reactor, resp,
-       payloads = caller.payloads()](std::vector<Result<storage::JobRecord>> rs) {
-        const uint64_t n = AddResults(rs, clock_->WallMicros(), payloads, resp);
-        resp->set_redriven(n);
-        Finish(reactor, "Redrive", grpc::Status::OK);
-      });
+  dispatcher_->Redrive(std::move(ids), caller.name,
+                       [this, reactor, resp,
+                        payloads = caller.payloads()](std::vector<Result<storage::JobRecord>> rs) {
+                         const uint64_t n = AddResults(rs, clock_->WallMicros(), payloads, resp);
+                         resp->set_redriven(n);
+                         Finish(reactor, "Redrive", grpc::Status::OK);
+                       });
   return reactor;
 }
 
-grpc::ServerUnaryReactor* AdminServiceImpl::ResolveAttention(
-    grpc::CallbackServerContext* ctx, const v1::ResolveAttentionRequest* req,
-    v1::RedriveResponse* resp) {
+grpc::ServerUnaryReactor* AdminServiceImpl::ResolveAttention(grpc::CallbackServerContext* ctx,
+                                                             const v1::ResolveAttentionRequest* req,
+                                                             v1::RedriveResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
   Caller caller;
   grpc::Status a = auth_->Check(ctx, Permission::kRedrive, "ResolveAttention", &caller);
@@ -807,14 +806,13 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ResolveAttention(
   std::vector<storage::TransitionItem> items;
   items.reserve(req->ids_size());
   for (uint64_t id : req->ids()) items.push_back({id, ResolveAttentionFn(req->note())});
-  store_->Transition(
-      std::move(items), caller.name,
-      [this, reactor, resp,
-       payloads = caller.payloads()](std::vector<Result<storage::JobRecord>> rs) {
-        const uint64_t n = AddResults(rs, clock_->WallMicros(), payloads, resp);
-        resp->set_redriven(n);  // here: how many were resolved
-        Finish(reactor, "ResolveAttention", grpc::Status::OK);
-      });
+  store_->Transition(std::move(items), caller.name,
+                     [this, reactor, resp,
+                      payloads = caller.payloads()](std::vector<Result<storage::JobRecord>> rs) {
+                       const uint64_t n = AddResults(rs, clock_->WallMicros(), payloads, resp);
+                       resp->set_redriven(n);  // here: how many were resolved
+                       Finish(reactor, "ResolveAttention", grpc::Status::OK);
+                     });
   return reactor;
 }
 

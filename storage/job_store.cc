@@ -641,8 +641,8 @@ class EnqueueOp final : public Op {
       auto parent = txn.ReadJob(item.parent_job_id);
       if (!parent.ok()) {
         return {parent.status().code() == Code::kNotFound
-                    ? Status::NotFound("parent_job_id: job " +
-                                       std::to_string(item.parent_job_id) + " does not exist")
+                    ? Status::NotFound("parent_job_id: job " + std::to_string(item.parent_job_id) +
+                                       " does not exist")
                     : parent.status(),
                 {},
                 false};
@@ -2136,8 +2136,7 @@ Result<std::vector<uint64_t>> JobStore::ListChildren(uint64_t parent, size_t lim
 }
 
 Result<std::vector<uint64_t>> JobStore::ListNeedsAttention(const std::string& queue,
-                                                           uint64_t after_id,
-                                                           size_t limit) const {
+                                                           uint64_t after_id, size_t limit) const {
   std::vector<uint64_t> out;
   if (after_id == UINT64_MAX) return out;
   Impl::SnapshotPtr hold;

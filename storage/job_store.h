@@ -178,8 +178,8 @@ struct NewJob {
   std::string traceparent;
   std::string tracestate;
   std::optional<ledgerq::storage::v1::RetryPolicyRecord> retry;  // per-job backoff override
-  uint64_t policy_version = 0;  // the policy version it is admitted under
-  std::string concurrency_key;  // the queue's max_per_key applies per key
+  uint64_t policy_version = 0;                    // the policy version it is admitted under
+  std::string concurrency_key;                    // the queue's max_per_key applies per key
   std::optional<ScheduleFiring> schedule_firing;  // set by the schedules component only
   std::string reason;  // the SUBMITTED event's reason (a compensation: which job it compensates)
 };
@@ -245,8 +245,8 @@ struct VerifyReport {
 
 // Builds a dead job's compensation job (queue and type as recorded at its death), on the
 // committer thread against the dead job's authoritative record: must be cheap and pure.
-using CompensationFn = std::function<NewJob(const JobRecord& dead, const std::string& queue,
-                                            const std::string& type)>;
+using CompensationFn =
+    std::function<NewJob(const JobRecord& dead, const std::string& queue, const std::string& type)>;
 struct CompensationOutcome {
   JobRecord dead;          // the dead job after the call
   JobRecord compensation;  // the job created (when `created`)

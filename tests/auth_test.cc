@@ -126,8 +126,7 @@ TEST_CASE("the role table grants each role exactly its permissions", "[auth]") {
   const std::map<Role, std::set<P>> expected = {
       {Role::kProducer, {P::kEnqueue, P::kReadOwnJobs, P::kReadPayloads}},
       {Role::kWorker, {P::kWork, P::kReadPayloads}},
-      {Role::kOperator,
-       {P::kReadJobs, P::kList, P::kPause, P::kCancel, P::kRedrive, P::kLimits}},
+      {Role::kOperator, {P::kReadJobs, P::kList, P::kPause, P::kCancel, P::kRedrive, P::kLimits}},
       {Role::kAuditor, {P::kReadJobs, P::kList, P::kAuditRead}},
   };
   for (const auto& [role, allowed] : expected) {
