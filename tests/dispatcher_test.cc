@@ -1342,7 +1342,7 @@ TEST_CASE("flow: a parked long-poll is woken when the rate limit gives a token",
   REQUIRE(IdsOf(*r) == std::vector<uint64_t>{jobs[1].id()});
 }
 
-TEST_CASE("flow: the concurrency limit caps leased jobs; a finished one wakes a long-poll",
+TEST_CASE("flow: the concurrency limit caps leased jobs, and a finished one wakes a long-poll",
           "[dispatcher][flow]") {
   Harness h(WithLimits(QueueLimits{0, 0, 2, 0}));
   std::vector<NewJob> items(5, Job());
@@ -1477,8 +1477,9 @@ NewJob TypedJob(std::string type) {
 
 }  // namespace
 
-TEST_CASE("flow: the circuit opens on transient failures; its type waits without using attempts",
-          "[dispatcher][flow]") {
+TEST_CASE(
+    "flow: the circuit opens on transient failures, and its type waits without using attempts",
+    "[dispatcher][flow]") {
   Harness h(WithBreaker());
   std::vector<NewJob> items(6, TypedJob("t"));
   items.push_back(TypedJob("other"));

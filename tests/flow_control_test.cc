@@ -93,7 +93,7 @@ TEST_CASE("circuit: opens on the failure rate only after the minimum attempts", 
   CHECK(b.state() == CircuitState::kOpen);
 }
 
-TEST_CASE("circuit: a rate below the threshold keeps it closed; old outcomes leave the window",
+TEST_CASE("circuit: a rate below the threshold keeps it closed, and old outcomes leave the window",
           "[flow]") {
   const CircuitPolicy p = Policy();
   CircuitBreaker b;

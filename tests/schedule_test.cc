@@ -370,7 +370,7 @@ TEST_CASE("schedules: the store refuses a second job for a firing, even in one w
   CHECK(env.Jobs().size() == 1);
 }
 
-TEST_CASE("schedules: config schedules are added, changed and removed with events; API ones stay",
+TEST_CASE("schedules: config schedules are added, changed and removed with events, API ones stay",
           "[schedule]") {
   Env env;
   std::map<std::string, ScheduleRecord> config{{"nightly", Sched("nightly", "0 2 * * *")},
