@@ -1,5 +1,5 @@
-// SHA-256 through OpenSSL, and hex rendering. Used for payload digests, fingerprints, the
-// audit hash chain and (later) token digests.
+// SHA-256 and secure random bytes through OpenSSL, and hex rendering. Used for payload digests,
+// fingerprints, the audit hash chain, token digests and lease nonces.
 #pragma once
 
 #include <array>
@@ -14,6 +14,12 @@ using Digest = std::array<uint8_t, 32>;
 Digest Sha256(std::string_view data);
 // SHA-256 of a || b without concatenating them.
 Digest Sha256Pair(std::string_view a, std::string_view b);
+
+// `n` bytes from OpenSSL's CSPRNG (RAND_bytes); empty if it fails (it has no entropy source).
+std::string RandomBytes(size_t n);
+
+// Compares in time that depends only on the sizes, not on where the bytes differ.
+bool ConstantTimeEquals(std::string_view a, std::string_view b);
 
 std::string ToHex(std::string_view bytes);
 inline std::string ToHex(const Digest& d) {

@@ -59,7 +59,7 @@ json ReadableFields(const EventBody& b) {
   put("traceparent", b.traceparent(), !b.traceparent().empty());
   put("parent_job_id", b.parent_job_id(), b.parent_job_id() != 0);
   put("related_job_id", b.related_job_id(), b.related_job_id() != 0);  // COMPENSATION_ENQUEUED
-  put("needs_attention", b.needs_attention(), b.needs_attention());      // DEAD_LETTERED
+  put("needs_attention", b.needs_attention(), b.needs_attention());    // DEAD_LETTERED
   put("payload_sha256", Hex(b.payload_sha256()), !b.payload_sha256().empty());
   put("payload_size", b.payload_size(), b.payload_size() != 0);
   put("result_sha256", Hex(b.result_sha256()), !b.result_sha256().empty());
@@ -72,8 +72,11 @@ json ReadableFields(const EventBody& b) {
   put("range_head_hash", Hex(b.range_head_hash()), !b.range_head_hash().empty());
   if (b.has_schedule()) {  // SCHEDULE_ADDED / SCHEDULE_REMOVED (the payload only as its digest)
     const auto& s = b.schedule();
-    j["schedule"] = {{"name", s.name()},     {"cron", s.cron()},     {"source", s.source()},
-                     {"missed", s.missed()}, {"priority", s.priority()}};
+    j["schedule"] = {{"name", s.name()},
+                     {"cron", s.cron()},
+                     {"source", s.source()},
+                     {"missed", s.missed()},
+                     {"priority", s.priority()}};
   }
   if (b.has_error()) {
     json e;
@@ -90,6 +93,10 @@ json EventJson(const RawEvent& ev) {
   j["seq"] = ev.seq;
   j["prev_hash"] = ToHex(ev.prev_hash);
   j["hash"] = ToHex(ev.hash);
+  if (!ev.withheld.empty()) {
+    j["withheld"] = ev.withheld;
+    return j;
+  }
   j["body"] = Base64Encode(ev.body);
   j.update(ReadableFields(ev.event));
   return j;
@@ -170,12 +177,13 @@ std::string ExportEventLine(const RawEvent& ev) { return Dump(EventJson(ev)); }
 
 std::string ExportManifestLine(const ExportManifest& m) {
   json inner;
-  inner["format"] = kExportFormatVersion;
+  inner["format"] = m.withheld > 0 ? kExportFormatWithheldVersion : kExportFormatVersion;
   inner["from"] = m.from;
   inner["to"] = m.to;
   inner["count"] = m.count;
   inner["prev_hash"] = ToHex(m.prev_hash);
   inner["head_hash"] = ToHex(m.head_hash);
+  if (m.withheld > 0) inner["withheld"] = m.withheld;
   json j;
   j["manifest"] = std::move(inner);
   return Dump(j);
@@ -204,6 +212,19 @@ Result<RawEvent> ParseExportEventLine(std::string_view line) {
     if (!d.ok())
       return Status::InvalidArgument(std::string("\"") + key + "\": " + d.status().message());
     *out = *d;
+  }
+  if (j.contains("withheld")) {
+    auto why = text("withheld");
+    if (!why.ok()) return why.status();
+    if (*why != "payload" && *why != "scope") {
+      return Status::InvalidArgument("\"withheld\": must be \"payload\" or \"scope\", got \"" +
+                                     *why + "\"");
+    }
+    ev.withheld = std::move(why).value();
+    if (ExportEventLine(ev) != line) {
+      return Status::InvalidArgument("a withheld event's line holds fields it should not");
+    }
+    return ev;
   }
   auto b64 = text("body");
   if (!b64.ok()) return b64.status();
@@ -242,6 +263,7 @@ Result<std::string> ExportBuilder::Add(const RawEvent& ev) {
   manifest_.to = ev.seq;
   manifest_.head_hash = ev.hash;
   ++manifest_.count;
+  if (!ev.withheld.empty()) ++manifest_.withheld;
   return line;
 }
 
@@ -370,8 +392,17 @@ ExportCheck VerifyExport(std::istream& in) {
                     "the manifest is malformed (format, from, to, count, prev_hash, "
                     "head_hash)");
       }
-      if (format != static_cast<uint64_t>(kExportFormatVersion)) {
+      if (format != static_cast<uint64_t>(kExportFormatVersion) &&
+          format != static_cast<uint64_t>(kExportFormatWithheldVersion)) {
         return fail(number, 0, "unknown export format " + std::to_string(format));
+      }
+      if (m.contains("withheld") && !number_of("withheld", &stated.withheld)) {
+        return fail(number, 0, "the manifest's withheld is not a count");
+      }
+      if (stated.withheld != seen.withheld) {
+        return fail(number, 0,
+                    "the manifest counts " + std::to_string(stated.withheld) +
+                        " withheld events, the file holds " + std::to_string(seen.withheld));
       }
       if (ExportManifestLine(stated) != line) {
         return fail(number, 0, "the manifest line holds fields it should not");
@@ -433,6 +464,7 @@ ExportCheck VerifyExport(std::istream& in) {
     seen.to = ev->seq;
     seen.head_hash = ev->hash;
     ++seen.count;
+    if (!ev->withheld.empty()) ++seen.withheld;
     check.events = seen.count;
   }
   if (in.bad()) return fail(number, 0, "the export could not be read");

@@ -10,9 +10,16 @@
 //      bytes exactly as hashed>","time":"2026-11-29T15:44:37.123456Z","event":"SUBMITTED",
 //      "job_id":3,"queue":"q","type":"email","principal":"...", ...}
 //     (readable fields derived from the body; empty ones are left out)
+//   or, for an event the exporting caller may not see (format 2 only):
+//     {"seq":13,"prev_hash":"<64 hex>","hash":"<64 hex>","withheld":"payload"|"scope"}
+//     ("payload": an event from before 2026-12 whose body holds a masked payload snapshot, for a
+//     role without payload access; "scope": an event of a queue outside the caller's, or of no
+//     queue). Its links are checked; its own hash cannot be recomputed without the body.
 //   then exactly one closing line:
 //     {"manifest":{"format":1,"from":1,"to":12,"count":12,"prev_hash":"<hex>",
 //                  "head_hash":"<hex>"}}
+//   (format 2, with "withheld":K after head_hash, when K > 0 lines are withheld; an export
+//   with nothing withheld is format 1, byte for byte what earlier versions wrote)
 // hash = SHA-256(prev_hash || body). prev_hash of the manifest is the prev_hash of event `from`
 // (the checkpoint the range chains onto; all zeros for event 1), head_hash the hash of `to`.
 // A later export chains onto an earlier one when later.from == earlier.to + 1 and
@@ -34,14 +41,16 @@
 
 namespace ledgerq::storage {
 
-inline constexpr int kExportFormatVersion = 1;
+inline constexpr int kExportFormatVersion = 1;          // every event with its body
+inline constexpr int kExportFormatWithheldVersion = 2;  // some events withheld
 
 struct ExportManifest {
   uint64_t from = 0;
   uint64_t to = 0;
   uint64_t count = 0;
-  Digest prev_hash{};  // prev_hash of event `from`: what the range chains onto
-  Digest head_hash{};  // hash of event `to`
+  Digest prev_hash{};     // prev_hash of event `from`: what the range chains onto
+  Digest head_hash{};     // hash of event `to`
+  uint64_t withheld = 0;  // lines without a body (format 2)
 };
 
 // One event's line (no trailing '\n'), and the closing manifest line.

@@ -1119,6 +1119,8 @@ class RetentionOp final : public Op {
       ev.set_to_state(rec.state());
       ev.set_reason("purge-payloads-after " + DurationText(p.payloads));
       rec.set_payload_purged(true);
+      // The failure snapshots are payload-derived too; their digests stay, as in the events.
+      for (auto& e : *rec.mutable_errors()) e.clear_payload_snapshot();
       rec.set_last_event_seq(txn.AppendEvent(ev));
       rec.add_event_seqs(rec.last_event_seq());
       txn.WriteJob(rec);

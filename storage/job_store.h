@@ -46,6 +46,9 @@ struct RawEvent {
   Digest hash{};
   std::string body;  // the exact hashed EventBody bytes
   EventBody event;   // `body`, decoded
+  // In an export only: why body and event are left out ("payload" or "scope"); seq and the
+  // hashes are still given, so the chain's links verify across the event.
+  std::string withheld;
 };
 
 // Reads of one consistent state: every read through the same view sees the store as of the same

@@ -13,9 +13,10 @@ struct LogJob {
   uint64_t removed_seq = 0;  // a RECORD_REMOVED event, if any
 };
 
-void Differ(RecountReport* r, std::string line) {
+void Differ(RecountReport* r, const std::string& queue, std::string line) {
   if (r->differences.size() < kMaxListedDifferences) {
     r->differences.push_back(std::move(line));
+    r->difference_queues.push_back(queue);
   } else {
     ++r->omitted_differences;
   }
@@ -67,27 +68,32 @@ Result<RecountReport> Recount(const ReadView& view, int64_t now_us) {
         ++r.archived_only;
         r.counts[{rec.queue(), rec.state()}].from_log++;
       } else {
-        Differ(&r, Job(rec.id()) + " (queue " + rec.queue() + ") is " +
-                       StateShortName(rec.state()) + " but has no event in the log");
+        Differ(&r, rec.queue(),
+               Job(rec.id()) + " (queue " + rec.queue() + ") is " + StateShortName(rec.state()) +
+                   " but has no event in the log");
       }
       return true;
     }
     LogJob& lj = it->second;
     if (lj.removed_seq != 0) {
-      Differ(&r, Job(rec.id()) + " still has a record (" + StateShortName(rec.state()) +
-                     ") though event " + std::to_string(lj.removed_seq) + " removed it");
+      Differ(&r, rec.queue(),
+             Job(rec.id()) + " still has a record (" + StateShortName(rec.state()) +
+                 ") though event " + std::to_string(lj.removed_seq) + " removed it");
     } else if (lj.state == v1::STATE_UNSPECIFIED) {
-      Differ(&r, Job(rec.id()) + " is " + StateShortName(rec.state()) +
-                     " but none of its retained events states one");
+      Differ(&r, rec.queue(),
+             Job(rec.id()) + " is " + StateShortName(rec.state()) +
+                 " but none of its retained events states one");
     } else {
       r.counts[{lj.queue, lj.state}].from_log++;
       if (lj.queue != rec.queue()) {
-        Differ(&r, Job(rec.id()) + ": the log puts it in queue " + lj.queue +
-                       ", its record in queue " + rec.queue());
+        Differ(&r, rec.queue(),
+               Job(rec.id()) + ": the log puts it in queue " + lj.queue + ", its record in queue " +
+                   rec.queue());
       } else if (lj.state != rec.state()) {
-        Differ(&r, Job(rec.id()) + " (queue " + rec.queue() + "): the log says " +
-                       StateShortName(lj.state) + " (event " + std::to_string(lj.last_seq) +
-                       "), its record says " + StateShortName(rec.state()));
+        Differ(&r, rec.queue(),
+               Job(rec.id()) + " (queue " + rec.queue() + "): the log says " +
+                   StateShortName(lj.state) + " (event " + std::to_string(lj.last_seq) +
+                   "), its record says " + StateShortName(rec.state()));
       }
     }
     log.erase(it);
@@ -107,9 +113,10 @@ Result<RecountReport> Recount(const ReadView& view, int64_t now_us) {
   std::sort(missing.begin(), missing.end());
   for (uint64_t id : missing) {
     const LogJob& lj = log[id];
-    Differ(&r, Job(id) + " (queue " + lj.queue + ") is " + StateShortName(lj.state) +
-                   " in the log (event " + std::to_string(lj.last_seq) +
-                   ") but has no record, and no RECORD_REMOVED event");
+    Differ(&r, lj.queue,
+           Job(id) + " (queue " + lj.queue + ") is " + StateShortName(lj.state) +
+               " in the log (event " + std::to_string(lj.last_seq) +
+               ") but has no record, and no RECORD_REMOVED event");
   }
 
   r.notes.push_back("log and job records read from one snapshot at event " +
@@ -170,9 +177,28 @@ void CompareWithGauge(const GaugeCounts& gauge, RecountReport* report,
     const uint64_t live = EffectiveLive(*report, key, t.live);
     std::string due;
     if (live != t.live) due = " (counting due SCHEDULED jobs as READY)";
-    Differ(report, "queue " + key.first + " " + StateShortName(key.second) + ": " +
-                       std::to_string(live) + " job records" + due +
-                       ", the ledgerq_jobs gauge says " + std::to_string(t.gauge));
+    Differ(report, key.first,
+           "queue " + key.first + " " + StateShortName(key.second) + ": " + std::to_string(live) +
+               " job records" + due + ", the ledgerq_jobs gauge says " + std::to_string(t.gauge));
+  }
+}
+
+void ScopeRecount(RecountReport* report, const std::function<bool(const std::string&)>& visible) {
+  for (auto it = report->counts.begin(); it != report->counts.end();) {
+    it = visible(it->first.first) ? std::next(it) : report->counts.erase(it);
+  }
+  std::vector<std::string> lines, queues;
+  for (size_t i = 0; i < report->differences.size(); ++i) {
+    if (!visible(report->difference_queues[i])) continue;
+    lines.push_back(std::move(report->differences[i]));
+    queues.push_back(std::move(report->difference_queues[i]));
+  }
+  report->differences = std::move(lines);
+  report->difference_queues = std::move(queues);
+  // Differences beyond the listed ones are not known by queue: they are not claimed either.
+  report->omitted_differences = 0;
+  for (auto it = report->scheduled_due.begin(); it != report->scheduled_due.end();) {
+    it = visible(it->first) ? std::next(it) : report->scheduled_due.erase(it);
   }
 }
 

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -35,7 +36,8 @@ struct StateTally {
 struct RecountReport {
   // (queue, state) -> counts. Every pair any source knows, zeros included.
   std::map<std::pair<std::string, State>, StateTally> counts;
-  std::vector<std::string> differences;  // one line each; empty when everything agrees
+  std::vector<std::string> differences;        // one line each; empty when everything agrees
+  std::vector<std::string> difference_queues;  // the queue each difference is about
   std::vector<std::string> notes;
   uint64_t jobs_checked = 0;         // live job records read
   uint64_t events_checked = 0;       // retained events read
@@ -70,6 +72,10 @@ std::map<StateKey, int64_t> GaugeMismatches(const GaugeCounts& gauge, const Reco
 // also in `listed` (all of them when null).
 void CompareWithGauge(const GaugeCounts& gauge, RecountReport* report,
                       const std::set<StateKey>* listed = nullptr);
+
+// Keeps only what concerns the queues `visible` accepts (counts, listed differences), for a
+// queue-scoped caller. Totals (jobs and events checked) stay whole.
+void ScopeRecount(RecountReport* report, const std::function<bool(const std::string&)>& visible);
 
 // "READY" for STATE_READY.
 std::string StateShortName(State s);

@@ -391,3 +391,51 @@ TEST_CASE("reconcile reports a live record that disagrees with the log", "[audit
   CHECK(r->counts[{"q", v1::STATE_READY}].live == 3);
   CHECK(r->counts[{"q", v1::STATE_SUCCEEDED}].live == 1);
 }
+
+TEST_CASE("security: finding 2: an export with withheld events keeps its links and says so",
+          "[audit][security]") {
+  TempDir dir;
+  auto store = OpenStore(dir.path());
+  Enqueue(*store, 5);
+  auto raw = Raw(*store);
+  const std::string full = Build(raw);
+  CHECK(Lines(full).back().find("\"format\":1") != std::string::npos);  // as before
+
+  // Events 2 and 4 withheld (another queue's, say): only seq and the hashes are written.
+  auto partial = raw;
+  for (size_t i : {1u, 3u}) {
+    partial[i].withheld = "scope";
+    partial[i].body.clear();
+    partial[i].event.Clear();
+  }
+  const std::string text = Build(partial);
+  auto lines = Lines(text);
+  REQUIRE(lines.size() == 6);
+  CHECK(lines[1] == "{\"seq\":2,\"prev_hash\":\"" + ToHex(raw[1].prev_hash) + "\",\"hash\":\"" +
+                        ToHex(raw[1].hash) + "\",\"withheld\":\"scope\"}");
+  CHECK(lines[5].find("\"format\":2") != std::string::npos);
+  CHECK(lines[5].find("\"withheld\":2") != std::string::npos);
+  auto check = Check(text);
+  INFO(check.problem);
+  REQUIRE(check.ok);
+  CHECK(check.events == 5);
+  CHECK(check.manifest.withheld == 2);
+  CHECK(check.manifest.head_hash == store->Head().hash);
+
+  // A withheld line's links are still checked, and it can hide nothing.
+  auto broken = lines;
+  broken[1].replace(broken[1].find(ToHex(raw[1].hash)), 64, std::string(64, '0'));
+  CHECK_FALSE(Check(Join(broken)).ok);
+  auto smuggled = lines;
+  smuggled[1].insert(smuggled[1].size() - 1, ",\"queue\":\"b\"");
+  auto c2 = Check(Join(smuggled));
+  CHECK_FALSE(c2.ok);
+  CHECK_THAT(c2.problem, Catch::Contains("holds fields it should not"));
+  auto relabelled = lines;
+  relabelled[1].replace(relabelled[1].find("scope"), 5, "other");
+  CHECK_FALSE(Check(Join(relabelled)).ok);
+  // The manifest's count of withheld lines must match the file.
+  auto miscounted = lines;
+  miscounted[5].replace(miscounted[5].find("\"withheld\":2"), 12, "\"withheld\":1");
+  CHECK_FALSE(Check(Join(miscounted)).ok);
+}
