@@ -491,7 +491,7 @@ void Dispatcher::ExpireDue() {
     }
     Entry& e = it->second;
     SetPhase(id, e, Phase::kSettling);
-    Token token{id, e.attempt};
+    Token token{id, e.attempt, {}};  // the daemon fences on the attempt alone
     std::vector<storage::TransitionItem> items;
     items.push_back(
         {id, WithRetryPolicy([token, random = Drawer(),
@@ -700,12 +700,13 @@ bool Dispatcher::TryLease(Waiter& w) {
   std::vector<storage::TransitionItem> items;
   for (uint64_t id : picks) {
     // Each job's lease is the asked duration within its type's bounds, from the group's time.
-    items.push_back({id, [this, worker = w.params.worker_id, duration](
-                             storage::JobRecord& job, storage::TransitionWriter& tw, int64_t now) {
-                       const JobPolicy p = PolicyFor(job.queue(), job.type());
-                       const microseconds d = std::clamp(duration, p.min_lease, p.max_lease);
-                       return LeaseFn({worker, now + d.count()})(job, tw, now);
-                     }});
+    items.push_back(
+        {id, [this, worker = w.params.worker_id, principal = w.params.principal, duration](
+                 storage::JobRecord& job, storage::TransitionWriter& tw, int64_t now) {
+           const JobPolicy p = PolicyFor(job.queue(), job.type());
+           const microseconds d = std::clamp(duration, p.min_lease, p.max_lease);
+           return LeaseFn({worker, now + d.count(), principal})(job, tw, now);
+         }});
   }
   const uint64_t wid = w.id;
   std::shared_ptr<Delivery> d = w.delivery;
@@ -784,7 +785,7 @@ void Dispatcher::AfterLease(uint64_t wid, const std::shared_ptr<Delivery>& d,
     std::vector<storage::TransitionItem> undo;
     std::vector<Token> tokens;
     for (const auto& lj : leased) {
-      Token t{lj.job.id(), lj.job.attempts()};
+      Token t{lj.job.id(), lj.job.attempts(), lj.job.lease_nonce()};
       tokens.push_back(t);
       auto e = entries_.find(t.job_id);
       if (e != entries_.end() && e->second.phase == Phase::kLeased) {
@@ -875,7 +876,8 @@ void Dispatcher::Heartbeat(std::vector<Token> tokens, microseconds extend_by,
       e.deadline = deadline;
       deadlines_.push({deadline, tokens[i].job_id});
       o.deadline_us = wall + std::chrono::duration_cast<microseconds>(deadline - now).count();
-      items.push_back({tokens[i].job_id, HeartbeatFn(tokens[i], o.deadline_us, checkpoint)});
+      items.push_back(
+          {tokens[i].job_id, HeartbeatFn(tokens[i], principal, o.deadline_us, checkpoint)});
       slots->push_back(i);
     }
     if (items.empty()) {
@@ -909,6 +911,18 @@ void Dispatcher::Heartbeat(std::vector<Token> tokens, microseconds extend_by,
                            o.lost = true;
                            o.deadline_us = 0;
                            o.message = rs[k].status().message();
+                           // Refused (a wrong nonce or principal, or the lease moved on): the
+                           // extension made in memory for it is taken back.
+                           OnStrand([this, t = tokens[(*slots)[k]], prev = (*previous)[k]] {
+                             auto it = entries_.find(t.job_id);
+                             if (it != entries_.end() && it->second.phase == Phase::kLeased &&
+                                 it->second.attempt == t.attempt &&
+                                 it->second.deadline == prev.second) {
+                               it->second.deadline = prev.first;
+                               deadlines_.push({it->second.deadline, t.job_id});
+                               Arm();
+                             }
+                           });
                          }
                          cb(std::move(*out));
                        });
@@ -957,7 +971,7 @@ void Dispatcher::CompleteMany(std::vector<std::pair<Token, std::string>> items,
   std::vector<storage::TransitionFn> fns;
   for (auto& [token, result] : items) {
     tokens.push_back(token);
-    fns.push_back(CompleteFn(token, std::move(result)));
+    fns.push_back(CompleteFn(token, principal, std::move(result)));
   }
   std::vector<Outcome> outcomes(tokens.size(), Outcome::kSuccess);
   WorkerCalls(std::move(tokens), std::move(fns), std::move(outcomes), std::move(principal),
@@ -992,8 +1006,8 @@ void Dispatcher::AfterWorkerCall(Token token, bool had_lease, const Result<stora
 }
 
 void Dispatcher::Complete(Token token, std::string result, std::string principal, JobCallback cb) {
-  WorkerCall(token, CompleteFn(token, std::move(result)), Outcome::kSuccess, std::move(principal),
-             std::move(cb));
+  storage::TransitionFn fn = CompleteFn(token, principal, std::move(result));
+  WorkerCall(token, std::move(fn), Outcome::kSuccess, std::move(principal), std::move(cb));
 }
 
 void Dispatcher::Fail(Token token, AttemptFailure failure, std::optional<microseconds> retry_after,
@@ -1003,17 +1017,17 @@ void Dispatcher::Fail(Token token, AttemptFailure failure, std::optional<microse
             principal = std::move(principal), cb = std::move(cb)]() mutable {
     // Transient failures count against the service; permanent ones are the job's own.
     const Outcome outcome = failure.kind == kPermanent ? Outcome::kNone : Outcome::kFailure;
-    WorkerCall(token,
-               WithRetryPolicy([token, failure = std::move(failure), retry_after,
-                                random = Drawer()](RetryPolicy p) {
-                 return FailFn(token, failure, retry_after, p, random);
-               }),
-               outcome, std::move(principal), std::move(cb));
+    storage::TransitionFn fn = WithRetryPolicy([token, principal, failure = std::move(failure),
+                                                retry_after, random = Drawer()](RetryPolicy p) {
+      return FailFn(token, principal, failure, retry_after, p, random);
+    });
+    WorkerCall(token, std::move(fn), outcome, std::move(principal), std::move(cb));
   });
 }
 
 void Dispatcher::Release(Token token, microseconds delay, std::string principal, JobCallback cb) {
-  WorkerCall(token, ReleaseFn(token, delay), Outcome::kNone, std::move(principal), std::move(cb));
+  storage::TransitionFn fn = ReleaseFn(token, principal, delay);
+  WorkerCall(token, std::move(fn), Outcome::kNone, std::move(principal), std::move(cb));
 }
 
 // ---------------------------------------------------------------------------------------------

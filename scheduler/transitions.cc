@@ -18,8 +18,8 @@ std::string StateText(sv1::State s) {
   return name.rfind("STATE_", 0) == 0 ? name.substr(6) : name;
 }
 
-// The one check every worker call makes: the token names the job's current lease.
-Status CheckToken(const JobRecord& job, const Token& token) {
+// The fencing check: the token's attempt is the job's current lease.
+Status CheckAttempt(const JobRecord& job, const Token& token) {
   if (job.state() == sv1::STATE_LEASED && job.attempts() == token.attempt) return Status::Ok();
   std::string now = job.state() == sv1::STATE_LEASED
                         ? "LEASED for attempt " + std::to_string(job.attempts())
@@ -28,7 +28,27 @@ Status CheckToken(const JobRecord& job, const Token& token) {
                                     " is not the current lease: the job is " + now);
 }
 
+// The one check every worker call makes: the token names the job's current lease, with the
+// nonce it was granted with, and `principal` is the one it was granted to. A lease granted
+// before nonces existed (empty lease_nonce and lease_principal) is fenced by attempt alone.
+Status CheckToken(const JobRecord& job, const Token& token, const std::string& principal) {
+  LEDGERQ_RETURN_IF_ERROR(CheckAttempt(job, token));
+  const bool legacy = job.lease_nonce().empty() && job.lease_principal().empty();
+  if (legacy) return Status::Ok();
+  if (!ConstantTimeEquals(job.lease_nonce(), token.nonce)) {
+    return Status::FailedPrecondition("lease token " + TokenText(token) +
+                                      " does not match the current lease (wrong nonce)");
+  }
+  if (job.lease_principal() != principal) {
+    return Status::FailedPrecondition("lease token " + TokenText(token) +
+                                      " was not granted to principal \"" + principal + "\"");
+  }
+  return Status::Ok();
+}
+
 void ClearLease(JobRecord& job) {
+  job.clear_lease_nonce();
+  job.clear_lease_principal();
   job.clear_lease_worker_id();
   job.clear_lease_started_us();
   job.clear_lease_granted_us();
@@ -96,7 +116,14 @@ sv1::AttemptErrorRecord RecordError(JobRecord& job, int64_t now, const AttemptFa
   e->set_lease_started_us(job.lease_started_us());
   e->set_lease_ended_us(now);
   e->set_payload_snapshot(f.payload_snapshot);
-  return *e;
+  if (!f.payload_snapshot.empty()) {
+    e->set_payload_snapshot_sha256(std::string(AsBytes(Sha256(f.payload_snapshot))));
+  }
+  // The event's copy: the snapshot stays in the job record (where retention purges it); the
+  // hashed event keeps only its digest, so no event ever holds payload-derived bytes.
+  sv1::AttemptErrorRecord for_event = *e;
+  for_event.clear_payload_snapshot();
+  return for_event;
 }
 
 }  // namespace
@@ -129,8 +156,14 @@ storage::TransitionFn LeaseFn(LeaseGrant grant) {
       return Status::FailedPrecondition("job " + std::to_string(job.id()) + " is " +
                                         StateText(job.state()) + ", not ready to lease");
     }
+    std::string nonce = RandomBytes(kLeaseNonceBytes);
+    if (nonce.size() != kLeaseNonceBytes) {
+      return Status::Unavailable("cannot draw a lease nonce: OpenSSL RAND_bytes failed");
+    }
     EventBody ev = Ev(sv1::EVENT_LEASED, job);
     job.set_attempts(job.attempts() + 1);
+    job.set_lease_nonce(std::move(nonce));  // in the record only, never in the event
+    job.set_lease_principal(grant.principal);
     job.set_state(sv1::STATE_LEASED);
     job.set_lease_worker_id(grant.worker_id);
     job.set_lease_started_us(now);
@@ -147,10 +180,10 @@ storage::TransitionFn LeaseFn(LeaseGrant grant) {
   };
 }
 
-storage::TransitionFn HeartbeatFn(Token token, int64_t deadline_us,
+storage::TransitionFn HeartbeatFn(Token token, std::string principal, int64_t deadline_us,
                                   std::optional<std::string> checkpoint) {
   return [=](JobRecord& job, TransitionWriter& w, int64_t now) -> Status {
-    LEDGERQ_RETURN_IF_ERROR(CheckToken(job, token));
+    LEDGERQ_RETURN_IF_ERROR(CheckToken(job, token, principal));
     job.set_lease_granted_us(now);
     job.set_lease_deadline_us(deadline_us);
     if (checkpoint) w.PutCheckpoint(*checkpoint);
@@ -159,32 +192,38 @@ storage::TransitionFn HeartbeatFn(Token token, int64_t deadline_us,
   };
 }
 
-storage::TransitionFn CompleteFn(Token token, std::string result) {
-  return
-      [token, result = std::move(result)](JobRecord& job, TransitionWriter& w, int64_t) -> Status {
-        if (job.state() == sv1::STATE_SUCCEEDED && job.completed_attempt() == token.attempt) {
-          return Status::Ok();  // a repeated Complete gets the first answer and changes nothing
-        }
-        LEDGERQ_RETURN_IF_ERROR(CheckToken(job, token));
-        EventBody ev = Ev(sv1::EVENT_COMPLETED, job);
-        ev.set_worker_id(job.lease_worker_id());
-        ev.set_result_sha256(std::string(AsBytes(Sha256(result))));
-        ev.set_result_size(result.size());
-        job.set_state(sv1::STATE_SUCCEEDED);
-        job.set_completed_attempt(token.attempt);
-        ClearLease(job);
-        ev.set_to_state(job.state());
-        w.Event(std::move(ev));
-        w.PutResult(result);
-        return Status::Ok();
-      };
+storage::TransitionFn CompleteFn(Token token, std::string principal, std::string result) {
+  return [token, principal = std::move(principal), result = std::move(result)](
+             JobRecord& job, TransitionWriter& w, int64_t) -> Status {
+    // (A job completed before nonces existed has neither, and is answered by attempt.)
+    const bool legacy = job.completed_nonce().empty() && job.completed_principal().empty();
+    if (job.state() == sv1::STATE_SUCCEEDED && job.completed_attempt() == token.attempt &&
+        (legacy || (ConstantTimeEquals(job.completed_nonce(), token.nonce) &&
+                    job.completed_principal() == principal))) {
+      return Status::Ok();  // a repeated Complete gets the first answer and changes nothing
+    }
+    LEDGERQ_RETURN_IF_ERROR(CheckToken(job, token, principal));
+    job.set_completed_nonce(job.lease_nonce());
+    job.set_completed_principal(job.lease_principal());
+    EventBody ev = Ev(sv1::EVENT_COMPLETED, job);
+    ev.set_worker_id(job.lease_worker_id());
+    ev.set_result_sha256(std::string(AsBytes(Sha256(result))));
+    ev.set_result_size(result.size());
+    job.set_state(sv1::STATE_SUCCEEDED);
+    job.set_completed_attempt(token.attempt);
+    ClearLease(job);
+    ev.set_to_state(job.state());
+    w.Event(std::move(ev));
+    w.PutResult(result);
+    return Status::Ok();
+  };
 }
 
-storage::TransitionFn FailFn(Token token, AttemptFailure failure,
+storage::TransitionFn FailFn(Token token, std::string principal, AttemptFailure failure,
                              std::optional<std::chrono::microseconds> retry_after,
                              RetryPolicy queue_policy, std::function<double()> random) {
   return [=](JobRecord& job, TransitionWriter& w, int64_t now) -> Status {
-    LEDGERQ_RETURN_IF_ERROR(CheckToken(job, token));
+    LEDGERQ_RETURN_IF_ERROR(CheckToken(job, token, principal));
     EventBody ev = Ev(sv1::EVENT_FAILED, job);
     ev.set_worker_id(job.lease_worker_id());
     *ev.mutable_error() = RecordError(job, now, failure);
@@ -198,9 +237,10 @@ storage::TransitionFn FailFn(Token token, AttemptFailure failure,
   };
 }
 
-storage::TransitionFn ReleaseFn(Token token, std::chrono::microseconds delay) {
+storage::TransitionFn ReleaseFn(Token token, std::string principal,
+                                std::chrono::microseconds delay) {
   return [=](JobRecord& job, TransitionWriter& w, int64_t now) -> Status {
-    LEDGERQ_RETURN_IF_ERROR(CheckToken(job, token));
+    LEDGERQ_RETURN_IF_ERROR(CheckToken(job, token, principal));
     EventBody ev = Ev(sv1::EVENT_RELEASED, job);
     ev.set_worker_id(job.lease_worker_id());
     ClearLease(job);
@@ -222,7 +262,7 @@ storage::TransitionFn ReleaseFn(Token token, std::chrono::microseconds delay) {
 storage::TransitionFn ExpireFn(Token token, RetryPolicy queue_policy,
                                std::function<double()> random, std::string payload_snapshot) {
   return [=](JobRecord& job, TransitionWriter& w, int64_t now) -> Status {
-    LEDGERQ_RETURN_IF_ERROR(CheckToken(job, token));
+    LEDGERQ_RETURN_IF_ERROR(CheckAttempt(job, token));
     AttemptFailure f;
     f.kind = kTransient;
     f.code = "LEASE_EXPIRED";
@@ -274,7 +314,7 @@ storage::TransitionFn RedriveFn() {
 
 storage::TransitionFn UnleaseFn(Token token) {
   return [=](JobRecord& job, TransitionWriter& w, int64_t now) -> Status {
-    LEDGERQ_RETURN_IF_ERROR(CheckToken(job, token));
+    LEDGERQ_RETURN_IF_ERROR(CheckAttempt(job, token));
     EventBody ev = Ev(sv1::EVENT_RELEASED, job);
     ev.set_worker_id(job.lease_worker_id());
     ev.set_reason("client_gone");

@@ -13,16 +13,24 @@
 
 namespace ledgerq::scheduler {
 
+// A lease token as a worker presents it. `attempt` is the fencing counter; `nonce` is the
+// lease's secret, decided at grant (LeaseFn) and kept in the job record, so it survives restarts
+// and is the same on every replica.
 struct Token {
   uint64_t job_id = 0;
   uint32_t attempt = 0;
+  std::string nonce;
 };
 
+// "(job 5, attempt 2)": never the nonce.
 std::string TokenText(const Token& t);
+
+inline constexpr size_t kLeaseNonceBytes = 16;
 
 struct LeaseGrant {
   std::string worker_id;
   int64_t deadline_us = 0;  // wall image of the monotonic deadline
+  std::string principal;    // who took the lease: only it may use the token
 };
 
 struct AttemptFailure {
@@ -44,14 +52,19 @@ RetryPolicy EffectivePolicy(const RetryPolicy& queue_policy, const storage::JobR
 uint32_t AttemptsUsed(const storage::JobRecord& job);
 
 storage::TransitionFn LeaseFn(LeaseGrant grant);
-storage::TransitionFn HeartbeatFn(Token token, int64_t deadline_us,
+// Worker calls: `principal` presents `token`. Each is refused (FAILED_PRECONDITION) unless the
+// token names the job's current lease, with its nonce, and the lease was granted to `principal`.
+storage::TransitionFn HeartbeatFn(Token token, std::string principal, int64_t deadline_us,
                                   std::optional<std::string> checkpoint);
-storage::TransitionFn CompleteFn(Token token, std::string result);
+// A repeated Complete gets the first answer, but only from the principal and token it came from.
+storage::TransitionFn CompleteFn(Token token, std::string principal, std::string result);
 // `random` draws the jitter in [0, 1).
-storage::TransitionFn FailFn(Token token, AttemptFailure failure,
+storage::TransitionFn FailFn(Token token, std::string principal, AttemptFailure failure,
                              std::optional<std::chrono::microseconds> retry_after,
                              RetryPolicy queue_policy, std::function<double()> random);
-storage::TransitionFn ReleaseFn(Token token, std::chrono::microseconds delay);
+storage::TransitionFn ReleaseFn(Token token, std::string principal,
+                                std::chrono::microseconds delay);
+// The daemon's own calls (ExpireFn, UnleaseFn) fence on the attempt alone: they hold no nonce.
 storage::TransitionFn ExpireFn(Token token, RetryPolicy queue_policy,
                                std::function<double()> random, std::string payload_snapshot = {});
 storage::TransitionFn RedriveFn();

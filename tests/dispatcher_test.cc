@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "common/sha256.h"
 #include "scheduler/retry_policy.h"
 #include "scheduler/transitions.h"
 #include "storage/job_store.h"
@@ -295,7 +296,9 @@ void RequireNothingToLease(Harness& h, std::string queue = "q") {
   REQUIRE(jobs.empty());
 }
 
-Token TokenOf(const LeasedJob& lj) { return Token{lj.job.id(), lj.job.attempts()}; }
+Token TokenOf(const LeasedJob& lj) {
+  return Token{lj.job.id(), lj.job.attempts(), lj.job.lease_nonce()};
+}
 
 JobResult CompleteSync(Harness& h, Token t, std::string result = "done") {
   Slot<JobResult> slot;
@@ -674,9 +677,9 @@ TEST_CASE("dispatcher: Complete is at-most-once and fenced by the token", "[disp
   CHECK(h.store().GetResult(a.id()).value() == "result-1");
 
   // Stale tokens: a later attempt of the same job, and a job that is not leased.
-  auto wrong_attempt = CompleteSync(h, Token{a.id(), 2});
+  auto wrong_attempt = CompleteSync(h, Token{a.id(), 2, {}});
   CHECK(wrong_attempt.status().code() == Code::kFailedPrecondition);
-  auto wrong_job = CompleteSync(h, Token{other.id(), 1});
+  auto wrong_job = CompleteSync(h, Token{other.id(), 1, {}});
   CHECK(wrong_job.status().code() == Code::kFailedPrecondition);
   CHECK_THAT(wrong_job.status().message(), Catch::Contains("READY"));
   CHECK(h.store().Head().seq == seq_after_first);
@@ -686,7 +689,7 @@ TEST_CASE("dispatcher: Complete is at-most-once and fenced by the token", "[disp
   // The untouched job is still leasable, and its own lease is not a token for the first one.
   auto next = LeaseOne(h);
   CHECK(next.job.id() == other.id());
-  CHECK(CompleteSync(h, Token{a.id(), next.job.attempts() + 1}).status().code() ==
+  CHECK(CompleteSync(h, Token{a.id(), next.job.attempts() + 1, {}}).status().code() ==
         Code::kFailedPrecondition);
 }
 
@@ -1609,4 +1612,100 @@ TEST_CASE("flow: operators force a circuit open or closed, durably and recorded"
   CHECK(StatsOf(h, "q").circuits.empty());
   h.Restart();
   CHECK(StatsOf(h, "q").circuits.empty());
+}
+
+// Issue 14, finding 6 -------------------------------------------------------------------------
+
+TEST_CASE("security: finding 6: a lease token needs its nonce and the principal that leased it",
+          "[dispatcher][security]") {
+  Harness h;
+  auto a = Enqueue(h, Job());
+  auto lj = LeaseOne(h);
+  REQUIRE(lj.job.id() == a.id());
+  const Token good = TokenOf(lj);
+  REQUIRE(good.nonce.size() == kLeaseNonceBytes);
+  CHECK(lj.job.lease_principal() == "worker");
+  // The nonce is in the record only: no event carries it.
+  for (const auto& ev : EventsOf(h, a.id())) {
+    CHECK(ev.SerializeAsString().find(good.nonce) == std::string::npos);
+  }
+
+  // (job, attempt) alone was enough before: a forged token of another worker of the queue.
+  Token forged{a.id(), lj.job.attempts(), ""};
+  CHECK(CompleteSync(h, forged).status().code() == Code::kFailedPrecondition);
+  Token wrong = good;
+  wrong.nonce[0] = static_cast<char>(wrong.nonce[0] ^ 1);
+  CHECK_THAT(CompleteSync(h, wrong).status().message(), Catch::Contains("wrong nonce"));
+
+  // The right token from another principal.
+  Slot<JobResult> other;
+  h.d().Complete(good, "stolen", "mallory", other.Callback());
+  auto stolen = other.Get();
+  h.Barrier();
+  CHECK(stolen.status().code() == Code::kFailedPrecondition);
+  CHECK_THAT(stolen.status().message(), Catch::Contains("not granted to principal \"mallory\""));
+  Slot<Result<std::vector<HeartbeatOutcome>>> hb;
+  h.d().Heartbeat({good}, 60s, std::nullopt, "mallory", hb.Callback());
+  auto beat = hb.Get();
+  h.Barrier();
+  REQUIRE(beat.ok());
+  CHECK((*beat)[0].lost);
+  CHECK(GetJob(h, a.id()).state() == sv1::STATE_LEASED);
+  CHECK(CountEvents(h, a.id(), sv1::EVENT_COMPLETED) == 0);
+
+  // The honest worker completes; its repeat gets the first answer, the other principal does not.
+  auto done = CompleteSync(h, good, "mine");
+  REQUIRE(done.ok());
+  CHECK(done->lease_nonce().empty());  // the lease is over
+  CHECK(CompleteSync(h, good, "mine").ok());
+  Slot<JobResult> replay;
+  h.d().Complete(good, "mine", "mallory", replay.Callback());
+  CHECK(replay.Get().status().code() == Code::kFailedPrecondition);
+  h.Barrier();
+  CHECK(h.store().GetResult(a.id()).value() == "mine");
+}
+
+TEST_CASE("security: finding 6: a live lease keeps its nonce across a restart",
+          "[dispatcher][security]") {
+  Harness h;
+  Enqueue(h, Job());
+  Enqueue(h, Job());
+  auto first = LeaseOne(h);
+  auto second = LeaseOne(h);
+  CHECK(first.job.lease_nonce() != second.job.lease_nonce());
+  h.Restart();
+  CHECK(CompleteSync(h, TokenOf(first)).ok());
+  auto hb = HeartbeatSync(h, {TokenOf(second)}, 30s);
+  REQUIRE(hb.ok());
+  CHECK_FALSE((*hb)[0].lost);
+  CHECK(FailSync(h, TokenOf(second), Failure(kTransient, "X")).ok());
+}
+
+// Issue 14, finding 1 -------------------------------------------------------------------------
+
+TEST_CASE(
+    "security: finding 1: a failure's payload snapshot stays in the record, its event "
+    "holds only the digest",
+    "[dispatcher][security]") {
+  Harness h;
+  auto a = Enqueue(h, Job());
+  auto lj = LeaseOne(h);
+  AttemptFailure f = Failure(kTransient, "DB");
+  f.payload_snapshot = R"({"password":"***","ssn":"987-65-4321","user":"bob"})";
+  REQUIRE(FailSync(h, TokenOf(lj), f).ok());
+  const JobRecord rec = GetJob(h, a.id());
+  REQUIRE(rec.errors_size() == 1);
+  CHECK(rec.errors(0).payload_snapshot() == f.payload_snapshot);
+  const std::string digest(AsBytes(Sha256(f.payload_snapshot)));
+  CHECK(rec.errors(0).payload_snapshot_sha256() == digest);
+  size_t failed = 0;
+  for (const auto& ev : EventsOf(h, a.id())) {
+    CHECK(ev.SerializeAsString().find("987-65-4321") == std::string::npos);
+    if (ev.type() != sv1::EVENT_FAILED) continue;
+    ++failed;
+    CHECK(ev.error().payload_snapshot().empty());
+    CHECK(ev.error().payload_snapshot_sha256() == digest);
+    CHECK(ev.error().code() == "DB");
+  }
+  CHECK(failed == 1);
 }

@@ -84,15 +84,16 @@ struct Fixture {
     return p.get_future().get()[0];
   }
   Result<JobRecord> Lease(uint64_t id) {
-    return Apply(id, sched::LeaseFn({"w1", clock.WallMicros() + 30'000'000}));
+    return Apply(id, sched::LeaseFn({"w1", clock.WallMicros() + 30'000'000, "worker"}));
   }
   Result<JobRecord> Fail(const JobRecord& leased, int32_t kind, std::string code = "DECLINED") {
     sched::AttemptFailure f;
     f.kind = kind;
     f.code = std::move(code);
     f.message = "card declined";
-    return Apply(leased.id(), sched::FailFn({leased.id(), leased.attempts()}, f, std::nullopt,
-                                            sched::RetryPolicy{}, [] { return 0.0; }));
+    return Apply(leased.id(),
+                 sched::FailFn({leased.id(), leased.attempts(), leased.lease_nonce()}, "worker", f,
+                               std::nullopt, sched::RetryPolicy{}, [] { return 0.0; }));
   }
   // Enqueues a job of `type` in "billing" and fails it permanently on its first attempt.
   JobRecord Kill(const std::string& type = "charge.v1") {

@@ -221,7 +221,10 @@ void RewriteToken(v1::LeaseToken* t) {
   if (t->job_id() < 1 || t->job_id() > recent_tokens.size()) return;
   const v1::LeaseToken& live = recent_tokens[t->job_id() - 1];
   t->set_job_id(live.job_id());
-  if (t->attempt() == 1) t->set_attempt(live.attempt());  // any other attempt stays stale
+  if (t->attempt() == 1) {  // any other attempt stays stale
+    t->set_attempt(live.attempt());
+    t->set_nonce(live.nonce());
+  }
 }
 
 uint64_t RewriteId(uint64_t v) { return v >= 1 && v <= recent_ids.size() ? recent_ids[v - 1] : v; }
