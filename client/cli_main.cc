@@ -346,7 +346,7 @@ int main(int argc, char** argv) {
   auth_add->add_option("--file", aa.file, "The auth file (ledgerqd --auth-file)")->required();
   auth_add->add_option("--principal", aa.principal, "Name, or certificate CN/subject for mTLS")
       ->required();
-  auth_add->add_option("--role", aa.role, "producer, worker, operator, auditor or admin")
+  auth_add->add_option("--role", aa.role, "producer, worker, operator, auditor, admin or metrics")
       ->required();
   auth_add->add_option("--queues", aa.queues, "Queue globs, comma-separated (default *)")
       ->delimiter(',');

@@ -88,6 +88,14 @@ Metrics::Metrics(const std::string& version)
                            "still work",
                            *registry_)
                           .Add({})),
+      listener_up_(Make(BuildGauge(), "ledgerq_grpc_listener_up",
+                        "1 while the gRPC listener accepts connections (a loopback probe every "
+                        "2 s); 0 when it has stopped (CVE-2023-4785)",
+                        *registry_)
+                       .Add({})),
+      open_fds_(Make(BuildGauge(), "ledgerq_open_fds",
+                     "File descriptors open in ledgerqd (connections, files)", *registry_)
+                    .Add({})),
       wal_sync_seconds_(
           Make(BuildHistogram(), "ledgerq_wal_sync_duration_seconds",
                "Duration of one fsync of the write-ahead log (shared by every group written "
@@ -296,6 +304,11 @@ void Metrics::SetStorage(double live_sst_bytes, double pending_compaction_bytes,
   writes_refused_.Set(writes_refused ? 1 : 0);
   sst_bytes_.Set(live_sst_bytes);
   pending_compaction_.Set(pending_compaction_bytes);
+}
+
+void Metrics::SetListener(bool accepting, double open_fds) {
+  listener_up_.Set(accepting ? 1 : 0);
+  open_fds_.Set(open_fds);
 }
 
 std::string Metrics::Expose() const {

@@ -76,6 +76,8 @@ class Metrics {
   void SetDispatcher(double active_leases, double parked_polls);
   // `writes_refused`: the store refuses writes now (disk full, failed fsync); see /readyz.
   void SetStorage(double live_sst_bytes, double pending_compaction_bytes, bool writes_refused);
+  // The gRPC listener watchdog's last probe (1 accepting, 0 not) and the process's open files.
+  void SetListener(bool accepting, double open_fds);
 
   // The Prometheus text exposition of everything recorded so far.
   std::string Expose() const;
@@ -111,6 +113,8 @@ class Metrics {
   prometheus::Gauge& sst_bytes_;
   prometheus::Gauge& pending_compaction_;
   prometheus::Gauge& writes_refused_;
+  prometheus::Gauge& listener_up_;
+  prometheus::Gauge& open_fds_;
   prometheus::Histogram& wal_sync_seconds_;
   prometheus::Histogram& group_commit_size_;
   prometheus::Counter& purged_payloads_;

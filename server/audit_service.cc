@@ -30,6 +30,19 @@ std::string Bytes(const Digest& d) { return std::string(AsBytes(d)); }
 
 }  // namespace
 
+// Why the caller gets only the seq and hashes of an event, or "" when it gets all of it.
+//   "scope":   a queue-scoped caller and an event of another queue, or of no queue (policy
+//              changes, checkpoints: they speak of the whole daemon);
+//   "payload": an event written before 2026-12, whose hashed body still holds a failed
+//              attempt's masked payload snapshot, and a caller without payload access. (Newer
+//              events hold only the snapshot's digest.)
+std::string AuditWithheld(const storage::EventBody& ev, const Caller& caller) {
+  const bool all_queues = caller.AllQueues(), payloads = caller.payloads();
+  if (!all_queues && (ev.queue().empty() || !caller.AllowsQueue(ev.queue()))) return "scope";
+  if (!payloads && ev.has_error() && !ev.error().payload_snapshot().empty()) return "payload";
+  return {};
+}
+
 v1::AuditCheckpoint ToApiCheckpoint(const storage::Checkpoint& cp) {
   v1::AuditCheckpoint out;
   out.set_seq(cp.seq);
@@ -62,6 +75,11 @@ grpc::ServerUnaryReactor* AuditServiceImpl::VerifyAudit(grpc::CallbackServerCont
   Caller caller;
   // AUTH: auditors and admins.
   if (auto a = auth_->Check(ctx, Permission::kAuditRead, "VerifyAudit", &caller); !a.ok()) {
+    Finish(reactor, "VerifyAudit", a);
+    return reactor;
+  }
+  // The whole chain: every queue's events. A queue-scoped auditor checks its export's links.
+  if (auto a = auth_->CheckAllQueues(caller, "VerifyAudit"); !a.ok()) {
     Finish(reactor, "VerifyAudit", a);
     return reactor;
   }
@@ -114,7 +132,8 @@ grpc::ServerUnaryReactor* AuditServiceImpl::ExportAudit(grpc::CallbackServerCont
                                              " is after to_seq " + std::to_string(req->to_seq()))));
     return reactor;
   }
-  boost::asio::post(pool_, [this, reactor, req, resp, payloads = caller.payloads()] {
+  boost::asio::post(pool_, [this, reactor, req, resp, caller] {
+    const bool payloads = caller.payloads();
     const uint32_t page = req->page_size() == 0 ? kDefaultExportPage : req->page_size();
     const storage::Checkpoint cp = store_->GetCheckpoint();
     auto view = store_->View();
@@ -148,6 +167,13 @@ grpc::ServerUnaryReactor* AuditServiceImpl::ExportAudit(grpc::CallbackServerCont
       ev->set_seq(raw.seq);
       ev->set_prev_hash(Bytes(raw.prev_hash));
       ev->set_hash(Bytes(raw.hash));
+      const std::string withheld = AuditWithheld(raw.event, caller);
+      if (!withheld.empty()) {
+        ev->set_withheld(withheld);
+        bytes += 200;
+        last = raw.seq;
+        return true;
+      }
       ev->set_body(raw.body);
       *ev->mutable_event() = ToApiEvent(raw.event);
       if (!payloads) OmitPayload(ev->mutable_event());
@@ -176,6 +202,11 @@ grpc::ServerUnaryReactor* AuditServiceImpl::TruncateAudit(grpc::CallbackServerCo
   Caller caller;
   // AUTH: admins only.
   if (auto a = auth_->Check(ctx, Permission::kAuditTruncate, "TruncateAudit", &caller); !a.ok()) {
+    Finish(reactor, "TruncateAudit", a);
+    return reactor;
+  }
+  // Truncation removes every queue's events.
+  if (auto a = auth_->CheckAllQueues(caller, "TruncateAudit"); !a.ok()) {
     Finish(reactor, "TruncateAudit", a);
     return reactor;
   }
@@ -276,11 +307,16 @@ grpc::ServerUnaryReactor* AuditServiceImpl::Reconcile(grpc::CallbackServerContex
     Finish(reactor, "Reconcile", a);
     return reactor;
   }
-  boost::asio::post(pool_, [this, reactor, resp] {
+  boost::asio::post(pool_, [this, reactor, resp, caller] {
     auto r = RunReconcile();
     if (!r.ok()) {
       Finish(reactor, "Reconcile", ToGrpcStatus(r.status()));
       return;
+    }
+    if (!caller.AllQueues()) {
+      // A queue-scoped caller sees its queues' counts and differences only.
+      storage::ScopeRecount(&*r, [&caller](const std::string& q) { return caller.AllowsQueue(q); });
+      resp->add_notes("counts and differences of the caller's queues only");
     }
     resp->set_ok(r->ok());
     for (const auto& [key, t] : r->counts) {

@@ -63,4 +63,8 @@ class AuditServiceImpl final : public v1::AuditService::CallbackService {
 // The stored checkpoint as the API shows it.
 v1::AuditCheckpoint ToApiCheckpoint(const storage::Checkpoint& cp);
 
+// Why ExportAudit gives `caller` only the seq and hashes of `ev` ("scope" or "payload"), or ""
+// when it gives the whole event (README, "Audit").
+std::string AuditWithheld(const storage::EventBody& ev, const Caller& caller);
+
 }  // namespace ledgerq::server

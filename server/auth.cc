@@ -19,16 +19,16 @@
 namespace ledgerq::server {
 namespace {
 
-constexpr std::array<const char*, 5> kRoleNames = {"producer", "worker", "operator", "auditor",
-                                                   "admin"};
+constexpr std::array<const char*, 6> kRoleNames = {"producer", "worker", "operator",
+                                                   "auditor",  "admin",  "metrics"};
 constexpr std::array<const char*, kPermissionCount> kPermissionNames = {
-    "enqueue", "read-own-jobs", "read-jobs",  "read-payloads",  "work",   "list",    "pause",
-    "cancel",  "redrive",       "audit-read", "audit-truncate", "limits", "schedule"};
+    "enqueue", "read-own-jobs", "read-jobs",  "read-payloads",  "work",   "list",     "pause",
+    "cancel",  "redrive",       "audit-read", "audit-truncate", "limits", "schedule", "metrics"};
 
 constexpr uint32_t Bit(Permission p) { return 1u << static_cast<uint32_t>(p); }
 
 // The role -> permission table (README, "Security" spells it out as a matrix).
-constexpr std::array<uint32_t, 5> kRolePermissions = {
+constexpr std::array<uint32_t, 6> kRolePermissions = {
     // producer: enqueue, and read back the jobs it submitted, with their payloads.
     Bit(Permission::kEnqueue) | Bit(Permission::kReadOwnJobs) | Bit(Permission::kReadPayloads),
     // worker: the lease protocol; a leased job comes with its payload.
@@ -36,11 +36,15 @@ constexpr std::array<uint32_t, 5> kRolePermissions = {
     // operator: job metadata and history, queue control and limits, cancel, redrive; no
     // payloads.
     Bit(Permission::kReadJobs) | Bit(Permission::kList) | Bit(Permission::kPause) |
-        Bit(Permission::kCancel) | Bit(Permission::kRedrive) | Bit(Permission::kLimits),
+        Bit(Permission::kCancel) | Bit(Permission::kRedrive) | Bit(Permission::kLimits) |
+        Bit(Permission::kMetrics),
     // auditor: read-only metadata and history, and the audit log; no payloads, no changes.
-    Bit(Permission::kReadJobs) | Bit(Permission::kList) | Bit(Permission::kAuditRead),
+    Bit(Permission::kReadJobs) | Bit(Permission::kList) | Bit(Permission::kAuditRead) |
+        Bit(Permission::kMetrics),
     // admin: everything.
     (1u << kPermissionCount) - 1,
+    // metrics: a Prometheus scraper; /metrics and no gRPC method.
+    Bit(Permission::kMetrics),
 };
 
 // A denial's log lines: at most this many per second.
@@ -100,8 +104,8 @@ Result<Role> ParseRole(std::string_view text) {
     if (text == kRoleNames[i]) return static_cast<Role>(i);
   }
   return Status::InvalidArgument(
-      "must be one of producer, worker, operator, auditor, admin; got \"" + std::string(text) +
-      "\"");
+      "must be one of producer, worker, operator, auditor, admin, metrics; got \"" +
+      std::string(text) + "\"");
 }
 
 bool RoleAllows(Role role, Permission p) {
@@ -267,15 +271,35 @@ const Authorizer* NoAuth() {
   return &off;
 }
 
+// The digests go too: they are unsalted, so a small payload could be found by guessing.
 void OmitPayload(v1::Job* job) {
   job->clear_payload();
   job->clear_result();
-  for (auto& e : *job->mutable_errors()) e.clear_payload_snapshot();
+  job->clear_payload_sha256();
+  for (auto& e : *job->mutable_errors()) {
+    e.clear_payload_snapshot();
+    e.clear_payload_snapshot_sha256();
+  }
   job->set_payload_omitted(true);
 }
 
 void OmitPayload(v1::JobEvent* event) {
-  if (event->has_error()) event->mutable_error()->clear_payload_snapshot();
+  event->clear_payload_sha256();
+  event->clear_result_sha256();
+  if (event->has_error()) {
+    event->mutable_error()->clear_payload_snapshot();
+    event->mutable_error()->clear_payload_snapshot_sha256();
+  }
+}
+
+void KeepOnlyIdentity(v1::Job* job) {
+  v1::Job kept;
+  kept.set_id(job->id());
+  kept.set_queue(job->queue());
+  kept.set_type(job->type());
+  kept.set_state(job->state());
+  kept.set_payload_omitted(true);
+  *job = std::move(kept);
 }
 
 std::string_view BearerToken(std::string_view v) {
@@ -456,6 +480,22 @@ grpc::Status Authorizer::CheckJobRead(const Caller& caller, const char* method,
   return CheckQueue(caller, Permission::kReadOwnJobs, method, queue);
 }
 
+grpc::Status Authorizer::CheckAllQueues(const Caller& caller, const char* method) const {
+  if (caller.AllQueues()) return grpc::Status::OK;
+  return Deny(grpc::StatusCode::PERMISSION_DENIED, method, caller.name,
+              "principal \"" + caller.name + "\" is limited to some queues; " + method +
+                  " covers the whole log and needs queues \"*\"");
+}
+
+grpc::Status Authorizer::HideJob(const grpc::Status& st, const std::string& not_found) {
+  if (st.error_code() != grpc::StatusCode::PERMISSION_DENIED) return st;
+  return grpc::Status(grpc::StatusCode::NOT_FOUND, not_found);
+}
+
+std::string Authorizer::JobNotFound(uint64_t id) {
+  return "job " + std::to_string(id) + " not found";  // as storage says it
+}
+
 bool Authorizer::AuthenticateHttp(std::string_view authorization, std::string_view cert_cn,
                                   std::string_view cert_subject) const {
   if (!enabled()) return true;
@@ -470,10 +510,29 @@ bool Authorizer::AuthenticateHttp(std::string_view authorization, std::string_vi
   return p != nullptr;
 }
 
+Authorizer::Access Authorizer::AuthorizeMetrics(std::string_view authorization,
+                                                std::string_view cert_cn,
+                                                std::string_view cert_subject) const {
+  if (!enabled()) return Access::kAllowed;
+  auto table = this->table();
+  const Principal* p = !authorization.empty() ? table->ByToken(BearerToken(authorization))
+                                              : table->ByName(cert_cn, cert_subject);
+  if (p == nullptr) {
+    Count("unauthenticated", "http:/metrics");
+    return Access::kUnauthenticated;
+  }
+  if (!RoleAllows(p->role, Permission::kMetrics)) {
+    Count("permission_denied", "http:/metrics");
+    return Access::kForbidden;
+  }
+  return Access::kAllowed;
+}
+
 // ---------------------------------------------------------------------------------------------
 
-Status CheckTransport(const Config& c, bool* remote_unauthenticated) {
+Status CheckTransport(const Config& c, bool* remote_unauthenticated, bool* remote_plaintext) {
   *remote_unauthenticated = false;
+  if (remote_plaintext) *remote_plaintext = false;
   if (c.tls_cert.empty() != c.tls_key.empty()) {
     return Status::InvalidArgument(c.tls_cert.empty() ? "--tls-cert: required with --tls-key"
                                                       : "--tls-key: required with --tls-cert");
@@ -485,13 +544,25 @@ Status CheckTransport(const Config& c, bool* remote_unauthenticated) {
     return Status::InvalidArgument(
         "--tls-client-ca: needs --auth-file, which gives certificate subjects their roles");
   }
-  if (!c.auth_file.empty()) return Status::Ok();
   const std::pair<const std::string*, const char*> listens[] = {{&c.grpc_listen, "--grpc-listen"},
                                                                 {&c.http_listen, "--http-listen"}};
   for (const auto& [listen, flag] : listens) {
     auto ep = ParseEndpoint(*listen, flag);
     if (!ep.ok()) return ep.status();
     if (ep->address().is_loopback()) continue;
+    if (!c.auth_file.empty()) {
+      // Authenticated, but bearer tokens must not cross the network in clear.
+      if (!c.tls_cert.empty()) continue;
+      if (!c.insecure_allow_plaintext) {
+        return Status::InvalidArgument(
+            std::string(flag) + ": " + *listen +
+            " is not a loopback address and there is no --tls-cert, so bearer tokens would cross "
+            "the network in clear; give --tls-cert and --tls-key, or --insecure-allow-plaintext "
+            "to accept that (for example behind a TLS-terminating proxy on the same host)");
+      }
+      if (remote_plaintext) *remote_plaintext = true;
+      continue;
+    }
     if (!c.insecure_allow_remote) {
       return Status::InvalidArgument(
           std::string(flag) + ": " + *listen +

@@ -33,7 +33,8 @@ class Metrics;
 
 namespace ledgerq::server {
 
-enum class Role { kProducer, kWorker, kOperator, kAuditor, kAdmin };
+// kMetrics: a Prometheus scraper's role, /metrics only.
+enum class Role { kProducer, kWorker, kOperator, kAuditor, kAdmin, kMetrics };
 
 // What a role may do. Queue-scoped permissions are further limited to the principal's queues.
 enum class Permission : uint32_t {
@@ -50,8 +51,9 @@ enum class Permission : uint32_t {
   kAuditTruncate,  // AuditService TruncateAudit
   kLimits,         // SetQueueLimits, SetCircuit
   kSchedule,       // AddSchedule, RemoveSchedule (a schedule enqueues jobs with its payload)
+  kMetrics,        // HTTP /metrics (every queue's counts and rates)
 };
-inline constexpr size_t kPermissionCount = 13;
+inline constexpr size_t kPermissionCount = 14;
 
 const char* RoleName(Role role);
 const char* PermissionName(Permission p);
@@ -107,9 +109,13 @@ struct Caller {
   bool MayReadJob(std::string_view queue, std::string_view submitted_by) const;
 };
 
-// Leaves out payload, result and failure snapshots (marking the job payload_omitted).
+// Leaves out payload, result and failure snapshots and their digests (marking the job
+// payload_omitted).
 void OmitPayload(v1::Job* job);
 void OmitPayload(v1::JobEvent* event);
+// Keeps only id, queue, type and state: what a deduplicated Enqueue tells a caller that may not
+// read the job its idempotency key names (another producer's).
+void KeepOnlyIdentity(v1::Job* job);
 
 // The daemon's authorizer: the current AuthTable behind an atomic pointer, swapped by Reload.
 class Authorizer {
@@ -145,10 +151,25 @@ class Authorizer {
                                           std::string_view queue,
                                           std::string_view submitted_by) const;
 
+  // Operations on the whole log (verify, truncate) need "*" among the caller's queues.
+  [[nodiscard]] grpc::Status CheckAllQueues(const Caller& caller, const char* method) const;
+
+  // A job outside the caller's scope is answered as one that does not exist: a PERMISSION_DENIED
+  // from CheckJobRead / CheckQueue (already counted and logged) becomes NOT_FOUND with
+  // `not_found`, the store's own message for a missing job, so no answer tells a job's queue or
+  // existence to a caller that may not see it. Any other status passes through.
+  [[nodiscard]] static grpc::Status HideJob(const grpc::Status& st, const std::string& not_found);
+  [[nodiscard]] static std::string JobNotFound(uint64_t id);
+
   // HTTP: a valid "Bearer <token>" Authorization header, or a certificate identity naming a
   // principal. Any role passes. Always true when auth is off.
   bool AuthenticateHttp(std::string_view authorization, std::string_view cert_cn,
                         std::string_view cert_subject) const;
+  // HTTP /metrics: authenticated as above and the role has kMetrics (operator, auditor, admin,
+  // metrics). Always kAllowed when auth is off.
+  enum class Access { kAllowed, kUnauthenticated, kForbidden };
+  [[nodiscard]] Access AuthorizeMetrics(std::string_view authorization, std::string_view cert_cn,
+                                        std::string_view cert_subject) const;
 
   std::shared_ptr<const AuthTable> table() const;
 
@@ -179,8 +200,11 @@ std::string_view BearerToken(std::string_view authorization);
 // Startup rules for transport security, each error naming its flag: --tls-cert and --tls-key
 // go together; --tls-client-ca needs them and --auth-file (the file gives certificate subjects
 // their roles); without --auth-file, --grpc-listen and --http-listen must be loopback unless
-// --insecure-allow-remote (then *remote_unauthenticated is set, for the daemon's warning).
-[[nodiscard]] Status CheckTransport(const Config& config, bool* remote_unauthenticated);
+// --insecure-allow-remote (then *remote_unauthenticated is set, for the daemon's warning); with
+// --auth-file, a non-loopback listener needs TLS unless --insecure-allow-plaintext (then
+// *remote_plaintext is set, for the daemon's warning).
+[[nodiscard]] Status CheckTransport(const Config& config, bool* remote_unauthenticated,
+                                    bool* remote_plaintext = nullptr);
 
 // gRPC server credentials for the config: insecure, TLS, or TLS requiring and verifying a
 // client certificate. Reads the PEM files; errors name the flag.

@@ -499,6 +499,13 @@ Result<Config> ParseConfigToml(std::string_view text, Config base) {
       if (k == "tls-cert") return set_string(&c.tls_cert);
       if (k == "tls-key") return set_string(&c.tls_key);
       if (k == "tls-client-ca") return set_string(&c.tls_client_ca);
+      if (k == "insecure-allow-plaintext") {
+        if (!node.is_boolean()) {
+          return Status::InvalidArgument("config: insecure-allow-plaintext: must be true or false");
+        }
+        c.insecure_allow_plaintext = *node.value<bool>();
+        return Status::Ok();
+      }
       if (k == "insecure-allow-remote") {
         if (!node.is_boolean()) {
           return Status::InvalidArgument("config: insecure-allow-remote: must be true or false");
@@ -645,6 +652,14 @@ Result<std::optional<Config>> ParseCommandLine(int argc, char** argv) {
                  "PEM CA bundle: require client certificates (mTLS); needs --auth-file");
   app.add_flag("--insecure-allow-remote", insecure_allow_remote,
                "Allow non-loopback listen addresses without --auth-file (logs a warning)");
+  bool insecure_allow_plaintext = false;
+  app.add_flag("--insecure-allow-plaintext", insecure_allow_plaintext,
+               "With --auth-file, allow non-loopback listen addresses without TLS: tokens cross "
+               "the network in clear (logs a warning)");
+  std::string grpc_watchdog;
+  app.add_option("--grpc-watchdog", grpc_watchdog,
+                 "Exit (status 70) once the gRPC listener has not accepted for this long, so a "
+                 "supervisor restarts the daemon (default 30s; 0 only reports it in /healthz)");
   std::string check_config;
   bool strict_types = false;
   app.add_flag("--strict-types", strict_types,
@@ -720,6 +735,16 @@ Result<std::optional<Config>> ParseCommandLine(int argc, char** argv) {
   if (app.count("--tls-key")) c.tls_key = tls_key;
   if (app.count("--tls-client-ca")) c.tls_client_ca = tls_client_ca;
   if (insecure_allow_remote) c.insecure_allow_remote = true;
+  if (insecure_allow_plaintext) c.insecure_allow_plaintext = true;
+  if (app.count("--grpc-watchdog")) {
+    auto d = ParseDuration(grpc_watchdog, "--grpc-watchdog");
+    if (!d.ok()) return d.status();
+    if (d->count() != 0 && *d < std::chrono::seconds(5)) {
+      return Status::InvalidArgument("--grpc-watchdog: " + grpc_watchdog +
+                                     " is below the minimum of 5s (or 0 to never exit)");
+    }
+    c.grpc_watchdog = std::chrono::duration_cast<std::chrono::milliseconds>(*d);
+  }
   if (c.data_dir.empty()) return Status::InvalidArgument("--data-dir: must not be empty");
   return std::optional<Config>(std::move(c));
 }

@@ -54,6 +54,11 @@ struct Config {
   std::string tls_client_ca;  // PEM; client certificates are required, their subject names
                               // the principal (mTLS)
   bool insecure_allow_remote = false;
+  // With an auth file: allows a non-loopback listener without TLS (tokens in clear).
+  bool insecure_allow_plaintext = false;
+  // The gRPC listener watchdog (server/listener_watchdog.h): exit after the listener has stopped
+  // accepting for this long (gRPC 1.51's CVE-2023-4785). 0 disables the exit, not the probe.
+  std::chrono::milliseconds grpc_watchdog{30'000};
 
   // Automatic log archiving (server/housekeeping.h): events older than archive_after are
   // exported to archive_dir/audit-<from>-<to>.jsonl, then removed from the log. Off unless both

@@ -3,8 +3,11 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/impl/server_builder_option.h>
+#include <grpcpp/impl/server_builder_plugin.h>
 #include <grpcpp/resource_quota.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 
 #include <atomic>
 #include <boost/asio/io_context.hpp>
@@ -24,6 +27,7 @@
 #include "server/http_server.h"
 #include "server/job_service.h"
 #include "server/lifecycle.h"
+#include "server/listener_watchdog.h"
 #include "server/payload_snapshot.h"
 #include "server/remediation.h"
 #include "server/schedules.h"
@@ -32,6 +36,17 @@
 namespace ledgerq::server {
 
 namespace {
+
+// Removes gRPC's server reflection plugin from a builder (set with auth on).
+class NoReflection final : public grpc::ServerBuilderOption {
+ public:
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    std::erase_if(*plugins, [](const auto& p) {
+      return p->name().find("reflection") != std::string::npos;  // "proto_server_reflection"
+    });
+  }
+};
 
 // Records policies in the log (a POLICY_CHANGED event when they differ from the last recorded
 // ones); `done` gets the version in force, on the storage finisher thread.
@@ -96,8 +111,14 @@ Status RunDaemon(const Config& config) {
   if (!grpc_ep.ok()) return grpc_ep.status();
   auto http_ep = ParseEndpoint(config.http_listen, "--http-listen");
   if (!http_ep.ok()) return http_ep.status();
-  bool remote_unauthenticated = false;
-  LEDGERQ_RETURN_IF_ERROR(CheckTransport(config, &remote_unauthenticated));
+  bool remote_unauthenticated = false, remote_plaintext = false;
+  LEDGERQ_RETURN_IF_ERROR(CheckTransport(config, &remote_unauthenticated, &remote_plaintext));
+  if (remote_plaintext) {
+    spdlog::warn(
+        "--insecure-allow-plaintext: listening beyond loopback without TLS; bearer tokens cross "
+        "the network in clear at grpc={} http={}",
+        config.grpc_listen, config.http_listen);
+  }
   if (remote_unauthenticated) {
     spdlog::warn(
         "--insecure-allow-remote: listening beyond loopback without --auth-file; every caller "
@@ -182,16 +203,26 @@ Status RunDaemon(const Config& config) {
   // listens still drains instead of killing it.
   boost::asio::signal_set signals(ioc, SIGINT, SIGTERM);
   boost::asio::signal_set hangups(ioc, SIGHUP);  // reloads, below
-  HttpAuthorizeFn authorize_metrics;             // null: /metrics is open
+  // The gRPC listener watchdog's last word (server/listener_watchdog.h): /healthz follows it.
+  std::atomic<bool> grpc_accepting{true};
+  HttpAuthorizeFn authorize_metrics;  // null: /metrics is open
   if (auth.enabled()) {
     authorize_metrics = [&auth](std::string_view authorization, std::string_view cn,
                                 std::string_view subject) {
-      return auth.AuthenticateHttp(authorization, cn, subject);
+      switch (auth.AuthorizeMetrics(authorization, cn, subject)) {
+        case Authorizer::Access::kAllowed:
+          return HttpAccess::kAllowed;
+        case Authorizer::Access::kForbidden:
+          return HttpAccess::kForbidden;
+        case Authorizer::Access::kUnauthenticated:
+          break;
+      }
+      return HttpAccess::kUnauthenticated;
     };
   }
   HttpServer http(ioc, HttpRoutes{
                            .metrics = [&metrics] { return metrics.Expose(); },
-                           .alive = [] { return true; },
+                           .alive = [&grpc_accepting] { return grpc_accepting.load(); },
                            .not_ready_reason = [&draining, &store]() -> std::string {
                              if (draining) return "draining";
                              Status health = store->Health();
@@ -291,8 +322,12 @@ Status RunDaemon(const Config& config) {
   admin.SetSchedules(&schedules);
   AuditServiceImpl audit(&dispatcher, store.get(), &metrics, SystemClock::Instance(), &auth);
   grpc::EnableDefaultHealthCheckService(true);
+  // Reflection would hand the whole API schema to anyone, before any credential is checked:
+  // only without an auth file (loopback only). Health stays open for probes. (Linking
+  // grpc++_reflection registers its plugin for every builder; NoReflection takes it out.)
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  if (auth.enabled()) builder.SetOption(std::make_unique<NoReflection>());
   int grpc_port = 0;
   // Without this, gRPC sets SO_REUSEPORT and a second daemon would silently share the port.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
@@ -321,6 +356,18 @@ Status RunDaemon(const Config& config) {
   grpc::ResourceQuota quota("ledgerqd-grpc");
   quota.Resize(kGrpcMemoryQuotaBytes);
   builder.SetResourceQuota(quota);
+#ifdef GRPC_ARG_MAX_ALLOWED_INCOMING_CONNECTIONS
+  // gRPC >= 1.55: refuse connections before the process runs out of descriptors (the cause of
+  // CVE-2023-4785), keeping a tenth of the limit (at least 64) for files, RocksDB and probes.
+  if (rlimit rl{}; ::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+    const rlim_t reserve = std::max<rlim_t>(64, rl.rlim_cur / 10);
+    if (rl.rlim_cur > 2 * reserve) {
+      builder.AddChannelArgument(
+          GRPC_ARG_MAX_ALLOWED_INCOMING_CONNECTIONS,
+          static_cast<int>(std::min<rlim_t>(rl.rlim_cur - reserve, INT32_MAX)));
+    }
+  }
+#endif
   builder.AddListeningPort(config.grpc_listen, *grpc_creds, &grpc_port);
   // A batch of 1000 items can carry far more than one payload; allow headroom above the limit.
   const uint64_t max_msg =
@@ -337,6 +384,27 @@ Status RunDaemon(const Config& config) {
                                " (address in use or not available)");
   }
   server->GetHealthCheckService()->SetServingStatus(true);
+  ListenerWatchdog watchdog(WatchdogOptions{
+      .host = config.grpc_listen.substr(0, config.grpc_listen.rfind(':')),
+      .port = grpc_port,
+      .exit_after = config.grpc_watchdog,
+      .report =
+          [&metrics, &grpc_accepting](bool accepting, int fds) {
+            grpc_accepting.store(accepting);
+            metrics.SetListener(accepting, fds);
+          },
+      .on_dead =
+          [](std::chrono::milliseconds dead_for) {
+            spdlog::critical(
+                "grpc listener has not accepted connections for {} ms (--grpc-watchdog): "
+                "exiting with status {} so that the supervisor restarts ledgerqd; every "
+                "acknowledged write is durable",
+                dead_for.count(), kExitListenerDead);
+            spdlog::default_logger()->flush();
+            std::_Exit(kExitListenerDead);
+          },
+  });
+  watchdog.Start();
 
   auto host_of = [](const std::string& listen) { return listen.substr(0, listen.rfind(':')); };
   std::cout << "ledgerqd " << LEDGERQ_VERSION << " listening grpc=" << host_of(config.grpc_listen)
@@ -414,6 +482,7 @@ Status RunDaemon(const Config& config) {
     spdlog::info("received signal {}: draining", signo);
     hangups.cancel();
     draining = true;
+    watchdog.Stop();  // the listener closes on purpose now (Stop joins at most one probe)
     server->GetHealthCheckService()->SetServingStatus(false);
     dispatcher.Stop();  // parked long-polls answer now, with no jobs
     // Shutdown blocks until in-flight calls finish; keep the HTTP loop answering meanwhile.

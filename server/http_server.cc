@@ -306,19 +306,25 @@ HttpResponse Route(const HttpRequest& req, const HttpRoutes& routes, const HttpP
   if (auto it = req.find(http::field::authorization); it != req.end()) {
     authorization = std::string_view(it->value().data(), it->value().size());
   }
-  if (path == "/metrics" && routes.authorize_metrics &&
-      !routes.authorize_metrics(authorization, peer.cert_cn, peer.cert_subject)) {
+  const HttpAccess metrics_access =
+      path == "/metrics" && routes.authorize_metrics
+          ? routes.authorize_metrics(authorization, peer.cert_cn, peer.cert_subject)
+          : HttpAccess::kAllowed;
+  if (metrics_access == HttpAccess::kUnauthenticated) {
     res = Text(req, http::status::unauthorized,
                "unauthorized: /metrics needs \"Authorization: Bearer <token>\" or a client "
                "certificate of a principal in the auth file\n");
     res.set(http::field::www_authenticate, "Bearer realm=\"ledgerq\"");
+  } else if (metrics_access == HttpAccess::kForbidden) {
+    res = Text(req, http::status::forbidden,
+               "forbidden: /metrics is for the roles operator, auditor, admin and metrics\n");
   } else if (path == "/metrics") {
     res = Text(req, http::status::ok, routes.metrics ? routes.metrics() : std::string(),
                "text/plain; version=0.0.4; charset=utf-8");
   } else if (path == "/healthz") {
     bool alive = !routes.alive || routes.alive();
     res = Text(req, alive ? http::status::ok : http::status::service_unavailable,
-               alive ? "ok\n" : "not alive\n");
+               alive ? "ok\n" : "not alive: grpc listener not accepting\n");
   } else if (path == "/readyz") {
     std::string why = routes.not_ready_reason ? routes.not_ready_reason() : std::string();
     res = why.empty() ? Text(req, http::status::ok, "ready\n")

@@ -18,8 +18,11 @@ namespace http = boost::beast::http;
 using HttpRequest = http::request<http::string_body>;
 using HttpResponse = http::response<http::string_body>;
 
-using HttpAuthorizeFn = std::function<bool(std::string_view authorization, std::string_view cert_cn,
-                                           std::string_view cert_subject)>;
+// kUnauthenticated: 401 (no or bad credentials); kForbidden: 403 (a principal whose role may
+// not read this).
+enum class HttpAccess { kAllowed, kUnauthenticated, kForbidden };
+using HttpAuthorizeFn = std::function<HttpAccess(
+    std::string_view authorization, std::string_view cert_cn, std::string_view cert_subject)>;
 
 struct HttpRoutes {
   std::function<std::string()> metrics;  // Prometheus text exposition

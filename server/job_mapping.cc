@@ -297,6 +297,7 @@ v1::Job ToApiJob(const storage::JobRecord& rec, int64_t now_us) {
       *out->mutable_lease_started() = TimestampFromMicros(e.lease_started_us());
     if (e.lease_ended_us()) *out->mutable_lease_ended() = TimestampFromMicros(e.lease_ended_us());
     out->set_payload_snapshot(e.payload_snapshot());
+    out->set_payload_snapshot_sha256(e.payload_snapshot_sha256());
   }
   job.set_payload_sha256(rec.payload_sha256());
   job.set_submitted_by(rec.submitted_by());
@@ -350,7 +351,8 @@ v1::JobEvent ToApiEvent(const storage::EventBody& ev) {
     if (ev.error().lease_ended_us()) {
       *e->mutable_lease_ended() = TimestampFromMicros(ev.error().lease_ended_us());
     }
-    e->set_payload_snapshot(ev.error().payload_snapshot());
+    e->set_payload_snapshot(ev.error().payload_snapshot());  // only in events before 2026-12
+    e->set_payload_snapshot_sha256(ev.error().payload_snapshot_sha256());
   }
   if (ev.run_at_us()) *out.mutable_run_at() = TimestampFromMicros(ev.run_at_us());
   out.set_reason(ev.reason());

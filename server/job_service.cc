@@ -29,6 +29,19 @@ void FinishCall(metrics::Metrics* metrics, grpc::ServerUnaryReactor* reactor, co
   reactor->Finish(st);
 }
 
+namespace {
+
+// The store's words for a job that is not there, for an idempotency reference or a GetJob.
+std::string NotFoundText(const v1::IdempotencyRef& ref) {
+  return "no job with idempotency_key \"" + ref.idempotency_key() + "\" in queue \"" + ref.queue() +
+         "\"";
+}
+std::string NotFoundText(const v1::GetJobRequest& req) {
+  return req.has_id() ? Authorizer::JobNotFound(req.id()) : NotFoundText(req.idempotency());
+}
+
+}  // namespace
+
 void JobServiceImpl::Finish(grpc::ServerUnaryReactor* reactor, const char* method,
                             const grpc::Status& st) {
   FinishCall(metrics_, reactor, method, st);
@@ -69,17 +82,20 @@ grpc::ServerUnaryReactor* JobServiceImpl::Enqueue(grpc::CallbackServerContext* c
     return reactor;
   }
   const bool payloads = caller.payloads();
-  store_->Enqueue(std::move(items), caller.name,
-                  [this, reactor, resp, payloads](std::vector<storage::EnqueueOutcome> outcomes) {
-                    const auto& o = outcomes[0];
-                    if (o.status.ok()) {
-                      Record(o);
-                      *resp->mutable_job() = ToApiJob(o.job, clock_->WallMicros());
-                      if (!payloads) OmitPayload(resp->mutable_job());
-                      resp->set_deduplicated(o.deduplicated);
-                    }
-                    Finish(reactor, "Enqueue", ToGrpcStatus(o.status));
-                  });
+  store_->Enqueue(
+      std::move(items), caller.name,
+      [this, reactor, resp, payloads, caller](std::vector<storage::EnqueueOutcome> outcomes) {
+        const auto& o = outcomes[0];
+        if (o.status.ok()) {
+          Record(o);
+          *resp->mutable_job() = ToApiJob(o.job, clock_->WallMicros());
+          if (!payloads) OmitPayload(resp->mutable_job());
+          if (o.deduplicated && !caller.MayReadJob(o.job.queue(), o.job.submitted_by()))
+            KeepOnlyIdentity(resp->mutable_job());
+          resp->set_deduplicated(o.deduplicated);
+        }
+        Finish(reactor, "Enqueue", ToGrpcStatus(o.status));
+      });
   return reactor;
 }
 
@@ -133,7 +149,8 @@ grpc::ServerUnaryReactor* JobServiceImpl::EnqueueBatch(grpc::CallbackServerConte
   const bool payloads = caller.payloads();
   store_->Enqueue(
       std::move(items), caller.name,
-      [this, reactor, resp, slot_of, payloads](std::vector<storage::EnqueueOutcome> outcomes) {
+      [this, reactor, resp, slot_of, payloads,
+       caller](std::vector<storage::EnqueueOutcome> outcomes) {
         const int64_t now = clock_->WallMicros();
         for (size_t k = 0; k < outcomes.size(); ++k) {
           auto& o = outcomes[k];
@@ -142,6 +159,8 @@ grpc::ServerUnaryReactor* JobServiceImpl::EnqueueBatch(grpc::CallbackServerConte
             Record(o);
             *result->mutable_ok()->mutable_job() = ToApiJob(o.job, now);
             if (!payloads) OmitPayload(result->mutable_ok()->mutable_job());
+            if (o.deduplicated && !caller.MayReadJob(o.job.queue(), o.job.submitted_by()))
+              KeepOnlyIdentity(result->mutable_ok()->mutable_job());
             result->mutable_ok()->set_deduplicated(o.deduplicated);
           } else {
             result->mutable_error()->set_code(static_cast<int>(ToGrpcCode(o.status.code())));
@@ -176,7 +195,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* ct
     return reactor;
   }
   if (auto a = auth_->CheckJobRead(caller, "GetJob", rec->queue(), rec->submitted_by()); !a.ok()) {
-    Finish(reactor, "GetJob", a);
+    Finish(reactor, "GetJob", Authorizer::HideJob(a, NotFoundText(*req)));
     return reactor;
   }
   *resp = ToApiJob(*rec, clock_->WallMicros());
@@ -270,7 +289,9 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJobHistory(grpc::CallbackServerCont
     } else if (auto a =
                    auth_->CheckJobRead(caller, "GetJobHistory", job->queue(), job->submitted_by());
                !a.ok()) {
-      Finish(reactor, "GetJobHistory", a);
+      Finish(reactor, "GetJobHistory",
+             Authorizer::HideJob(a, req->has_id() ? Authorizer::JobNotFound(id)
+                                                  : NotFoundText(req->idempotency())));
       return reactor;
     }
     auto events = store_->GetJobEvents(id);
@@ -280,7 +301,19 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJobHistory(grpc::CallbackServerCont
     }
     auto* h = resp->add_jobs();
     *h->mutable_job() = ToApiJob(*job, now);
-    for (const auto& ev : *events) *h->add_events() = ToApiEvent(ev);
+    for (const auto& ev : *events) {
+      v1::JobEvent* out = h->add_events();
+      *out = ToApiEvent(ev);
+      // Events keep only the snapshot's digest; the job record keeps the snapshot itself.
+      if (out->has_error() && out->error().payload_snapshot().empty()) {
+        for (const auto& e : job->errors()) {
+          if (e.attempt() == out->error().attempt() && e.at_us() == ev.error().at_us()) {
+            out->mutable_error()->set_payload_snapshot(e.payload_snapshot());
+            break;
+          }
+        }
+      }
+    }
     if (!caller.payloads()) {
       OmitPayload(h->mutable_job());
       for (auto& ev : *h->mutable_events()) OmitPayload(&ev);
@@ -289,8 +322,10 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJobHistory(grpc::CallbackServerCont
   if (st.ok() && resp->jobs_size() == 0 && first_denied != 0) {
     auto job = store_->GetJob(first_denied);
     Finish(reactor, "GetJobHistory",
-           auth_->CheckJobRead(caller, "GetJobHistory", job.ok() ? job->queue() : "",
-                               job.ok() ? job->submitted_by() : ""));
+           Authorizer::HideJob(
+               auth_->CheckJobRead(caller, "GetJobHistory", job.ok() ? job->queue() : "",
+                                   job.ok() ? job->submitted_by() : ""),
+               "no job was submitted in trace " + req->trace_id()));
     return reactor;
   }
   Finish(reactor, "GetJobHistory", ToGrpcStatus(st));
@@ -324,7 +359,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext*
     }
     if (auto a = auth_->CheckQueue(caller, Permission::kCancel, "CancelJob", job->queue());
         !a.ok()) {
-      Finish(reactor, "CancelJob", a);
+      Finish(reactor, "CancelJob", Authorizer::HideJob(a, Authorizer::JobNotFound(req->id())));
       return reactor;
     }
   }

@@ -28,7 +28,7 @@ void RaiseOpenFilesLimit() {
         "raise the hard limit (LimitNOFILE=, ulimit -Hn, the container runtime's nofile)",
         rl.rlim_cur, rl.rlim_max);
   } else if (rl.rlim_cur != before) {
-    spdlog::debug("open files limit raised from {} to {}", before, rl.rlim_cur);
+    spdlog::info("open files limit raised from {} to {} (the hard limit)", before, rl.rlim_cur);
   }
 }
 

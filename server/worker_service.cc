@@ -30,10 +30,15 @@ microseconds Us(const google::protobuf::Duration& d) {
 Status CheckToken(const v1::LeaseToken& t, const std::string& field) {
   if (t.job_id() == 0) return Status::InvalidArgument(field + ".job_id: must be > 0");
   if (t.attempt() == 0) return Status::InvalidArgument(field + ".attempt: must be > 0");
+  if (!t.nonce().empty() && t.nonce().size() != scheduler::kLeaseNonceBytes) {
+    return Status::InvalidArgument(
+        field + ".nonce: must be the " + std::to_string(scheduler::kLeaseNonceBytes) +
+        " bytes the lease gave, got " + std::to_string(t.nonce().size()));
+  }
   return Status::Ok();
 }
 
-scheduler::Token ToToken(const v1::LeaseToken& t) { return {t.job_id(), t.attempt()}; }
+scheduler::Token ToToken(const v1::LeaseToken& t) { return {t.job_id(), t.attempt(), t.nonce()}; }
 
 Status CheckDuration(const google::protobuf::Duration& d, microseconds max,
                      const std::string& field, const std::string& max_text) {
@@ -72,6 +77,7 @@ class LeaseReactor final : public grpc::ServerUnaryReactor {
         out->mutable_job()->set_payload(lj.payload);
         out->mutable_token()->set_job_id(lj.job.id());
         out->mutable_token()->set_attempt(lj.job.attempts());
+        out->mutable_token()->set_nonce(lj.job.lease_nonce());
         *out->mutable_deadline() = TimestampFromMicros(lj.deadline_us);
         if (lj.checkpoint) out->set_checkpoint(*lj.checkpoint);
         out->set_tracestate(lj.job.tracestate());
@@ -92,6 +98,21 @@ class LeaseReactor final : public grpc::ServerUnaryReactor {
 };
 
 // One result per item of a Redrive or ResolveAttention call; returns how many succeeded.
+// The results for `ids` in order: NOT_FOUND for the hidden ones (outside the caller's queues,
+// worded as for a job that does not exist), the others from `visible` in turn.
+std::vector<Result<storage::JobRecord>> WithHidden(
+    const std::vector<uint64_t>& ids, const std::vector<bool>& hidden,
+    std::vector<Result<storage::JobRecord>> visible) {
+  std::vector<Result<storage::JobRecord>> out;
+  out.reserve(ids.size());
+  for (size_t i = 0, next = 0; i < ids.size(); ++i) {
+    out.push_back(
+        hidden[i] ? Result<storage::JobRecord>(Status::NotFound(Authorizer::JobNotFound(ids[i])))
+                  : std::move(visible[next++]));
+  }
+  return out;
+}
+
 uint64_t AddResults(const std::vector<Result<storage::JobRecord>>& rs, int64_t now, bool payloads,
                     v1::RedriveResponse* resp) {
   uint64_t n = 0;
@@ -177,6 +198,21 @@ scheduler::Dispatcher::JobCallback WorkerServiceImpl::Answer(grpc::ServerUnaryRe
   };
 }
 
+// Which of `ids` name jobs outside the caller's queues for `perm`. Each denial is counted and
+// logged; the call then answers those items exactly as it answers ids that name no job, so a
+// batch tells nothing more about other queues than a single call does.
+static std::vector<bool> OutOfScope(const Authorizer& auth, const storage::JobStore& store,
+                                    const Caller& caller, Permission perm, const char* method,
+                                    const std::vector<uint64_t>& ids) {
+  std::vector<bool> hidden(ids.size(), false);
+  if (caller.AllQueues()) return hidden;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto job = store.GetJob(ids[i]);
+    hidden[i] = job.ok() && !auth.CheckQueue(caller, perm, method, job->queue()).ok();
+  }
+  return hidden;
+}
+
 grpc::Status WorkerServiceImpl::AuthorizeJobs(grpc::CallbackServerContext* ctx, const char* method,
                                               const std::vector<uint64_t>& job_ids,
                                               Caller* caller) {
@@ -187,7 +223,7 @@ grpc::Status WorkerServiceImpl::AuthorizeJobs(grpc::CallbackServerContext* ctx, 
     auto job = store_->GetJob(id);
     if (!job.ok()) continue;
     a = auth_->CheckQueue(*caller, Permission::kWork, method, job->queue());
-    if (!a.ok()) return a;
+    if (!a.ok()) return Authorizer::HideJob(a, Authorizer::JobNotFound(id));
   }
   return a;
 }
@@ -239,15 +275,9 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerConte
                                                        v1::HeartbeatResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
   Caller caller;
-  {
-    std::vector<uint64_t> ids;
-    for (int i = 0; i < req->tokens_size() && i < static_cast<int>(kMaxHeartbeatTokens); ++i) {
-      ids.push_back(req->tokens(i).job_id());
-    }
-    if (auto a = AuthorizeJobs(ctx, "Heartbeat", ids, &caller); !a.ok()) {
-      Finish(reactor, "Heartbeat", a);
-      return reactor;
-    }
+  if (auto a = auth_->Check(ctx, Permission::kWork, "Heartbeat", &caller); !a.ok()) {
+    Finish(reactor, "Heartbeat", a);
+    return reactor;
   }
   Status st;
   if (req->tokens_size() == 0 || req->tokens_size() > static_cast<int>(kMaxHeartbeatTokens)) {
@@ -271,23 +301,47 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerConte
   }
   std::optional<std::string> checkpoint;
   if (req->set_checkpoint() || !req->checkpoint().empty()) checkpoint = req->checkpoint();
-  dispatcher_->Heartbeat(std::move(tokens),
+  std::vector<uint64_t> ids;
+  for (const auto& t : tokens) ids.push_back(t.job_id);
+  // Tokens of jobs outside the caller's queues are lost leases, as for a job that is not there.
+  auto hidden = std::make_shared<std::vector<bool>>(
+      OutOfScope(*auth_, *store_, caller, Permission::kWork, "Heartbeat", ids));
+  auto all = std::make_shared<std::vector<scheduler::Token>>(tokens);
+  std::vector<scheduler::Token> visible;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (!(*hidden)[i]) visible.push_back(std::move(tokens[i]));
+  }
+  auto answer = [this, reactor, resp, hidden,
+                 all](Result<std::vector<scheduler::HeartbeatOutcome>> r) {
+    if (r.ok()) {
+      size_t next = 0;
+      for (size_t i = 0; i < all->size(); ++i) {
+        scheduler::HeartbeatOutcome o;
+        if ((*hidden)[i]) {
+          o.token = (*all)[i];
+          o.lost = true;
+          o.message = "lease " + scheduler::TokenText(o.token) + " is lost: it expired or moved on";
+        } else {
+          o = (*r)[next++];
+        }
+        auto* out = resp->add_results();
+        out->mutable_token()->set_job_id(o.token.job_id);
+        out->mutable_token()->set_attempt(o.token.attempt);
+        out->mutable_token()->set_nonce(o.token.nonce);
+        out->set_lease_lost(o.lost);
+        if (!o.lost) *out->mutable_deadline() = TimestampFromMicros(o.deadline_us);
+        out->set_message(o.message);
+      }
+    }
+    Finish(reactor, "Heartbeat", ToGrpcStatus(r.status()));
+  };
+  if (visible.empty()) {
+    answer(std::vector<scheduler::HeartbeatOutcome>{});
+    return reactor;
+  }
+  dispatcher_->Heartbeat(std::move(visible),
                          req->has_extend_by() ? Us(req->extend_by()) : microseconds(0),
-                         std::move(checkpoint), caller.name,
-                         [this, reactor, resp](Result<std::vector<scheduler::HeartbeatOutcome>> r) {
-                           if (r.ok()) {
-                             for (const auto& o : *r) {
-                               auto* out = resp->add_results();
-                               out->mutable_token()->set_job_id(o.token.job_id);
-                               out->mutable_token()->set_attempt(o.token.attempt);
-                               out->set_lease_lost(o.lost);
-                               if (!o.lost)
-                                 *out->mutable_deadline() = TimestampFromMicros(o.deadline_us);
-                               out->set_message(o.message);
-                             }
-                           }
-                           Finish(reactor, "Heartbeat", ToGrpcStatus(r.status()));
-                         });
+                         std::move(checkpoint), caller.name, std::move(answer));
   return reactor;
 }
 
@@ -319,15 +373,9 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::CompleteBatch(grpc::CallbackServerC
                                                            v1::CompleteBatchResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
   Caller caller;
-  {
-    std::vector<uint64_t> ids;
-    for (int i = 0; i < req->items_size() && i < 1000; ++i) {
-      ids.push_back(req->items(i).token().job_id());
-    }
-    if (auto a = AuthorizeJobs(ctx, "CompleteBatch", ids, &caller); !a.ok()) {
-      Finish(reactor, "CompleteBatch", a);
-      return reactor;
-    }
+  if (auto a = auth_->Check(ctx, Permission::kWork, "CompleteBatch", &caller); !a.ok()) {
+    Finish(reactor, "CompleteBatch", a);
+    return reactor;
   }
   Status st;
   if (req->items_size() == 0 || req->items_size() > 1000) {
@@ -348,23 +396,36 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::CompleteBatch(grpc::CallbackServerC
     Finish(reactor, "CompleteBatch", ToGrpcStatus(st));
     return reactor;
   }
-  dispatcher_->CompleteMany(
-      std::move(items), caller.name,
-      [this, reactor, resp,
-       payloads = caller.payloads()](std::vector<Result<storage::JobRecord>> rs) {
-        const int64_t now = clock_->WallMicros();
-        for (const auto& r : rs) {
-          auto* out = resp->add_results();
-          if (r.ok()) {
-            *out->mutable_job() = ToApiJob(*r, now);
-            if (!payloads) OmitPayload(out->mutable_job());
-          } else {
-            out->mutable_error()->set_code(static_cast<int>(ToGrpcCode(r.status().code())));
-            out->mutable_error()->set_message(r.status().message());
-          }
-        }
-        Finish(reactor, "CompleteBatch", grpc::Status::OK);
-      });
+  // Items of jobs outside the caller's queues fail as items naming no job do.
+  std::vector<uint64_t> ids;
+  for (const auto& item : items) ids.push_back(item.first.job_id);
+  auto hidden = std::make_shared<std::vector<bool>>(
+      OutOfScope(*auth_, *store_, caller, Permission::kWork, "CompleteBatch", ids));
+  std::vector<std::pair<scheduler::Token, std::string>> visible;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (!(*hidden)[i]) visible.push_back(std::move(items[i]));
+  }
+  auto answer = [this, reactor, resp, hidden, ids,
+                 payloads = caller.payloads()](std::vector<Result<storage::JobRecord>> visible_rs) {
+    const int64_t now = clock_->WallMicros();
+    const auto rs = WithHidden(ids, *hidden, std::move(visible_rs));
+    for (const auto& r : rs) {
+      auto* out = resp->add_results();
+      if (r.ok()) {
+        *out->mutable_job() = ToApiJob(*r, now);
+        if (!payloads) OmitPayload(out->mutable_job());
+      } else {
+        out->mutable_error()->set_code(static_cast<int>(ToGrpcCode(r.status().code())));
+        out->mutable_error()->set_message(r.status().message());
+      }
+    }
+    Finish(reactor, "CompleteBatch", grpc::Status::OK);
+  };
+  if (visible.empty()) {
+    answer({});
+    return reactor;
+  }
+  dispatcher_->CompleteMany(std::move(visible), caller.name, std::move(answer));
   return reactor;
 }
 
@@ -723,10 +784,6 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Redrive(grpc::CallbackServerContext*
   auto* reactor = ctx->DefaultReactor();
   Caller caller;
   grpc::Status a = auth_->Check(ctx, Permission::kRedrive, "Redrive", &caller, req->queue());
-  for (int i = 0; a.ok() && !caller.AllQueues() && i < req->ids_size() && i < 1000; ++i) {
-    auto job = store_->GetJob(req->ids(i));
-    if (job.ok()) a = auth_->CheckQueue(caller, Permission::kRedrive, "Redrive", job->queue());
-  }
   if (!a.ok()) {
     Finish(reactor, "Redrive", a);
     return reactor;
@@ -758,13 +815,25 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Redrive(grpc::CallbackServerContext*
     return reactor;
   }
   std::vector<uint64_t> ids(req->ids().begin(), req->ids().end());
-  dispatcher_->Redrive(std::move(ids), caller.name,
-                       [this, reactor, resp,
-                        payloads = caller.payloads()](std::vector<Result<storage::JobRecord>> rs) {
-                         const uint64_t n = AddResults(rs, clock_->WallMicros(), payloads, resp);
-                         resp->set_redriven(n);
-                         Finish(reactor, "Redrive", grpc::Status::OK);
-                       });
+  // Ids of jobs outside the caller's queues fail as ids naming no job do.
+  const std::vector<bool> hidden =
+      OutOfScope(*auth_, *store_, caller, Permission::kRedrive, "Redrive", ids);
+  std::vector<uint64_t> visible;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (!hidden[i]) visible.push_back(ids[i]);
+  }
+  auto answer = [this, reactor, resp, ids, hidden,
+                 payloads = caller.payloads()](std::vector<Result<storage::JobRecord>> rs) {
+    const uint64_t n =
+        AddResults(WithHidden(ids, hidden, std::move(rs)), clock_->WallMicros(), payloads, resp);
+    resp->set_redriven(n);
+    Finish(reactor, "Redrive", grpc::Status::OK);
+  };
+  if (visible.empty()) {
+    answer({});
+    return reactor;
+  }
+  dispatcher_->Redrive(std::move(visible), caller.name, std::move(answer));
   return reactor;
 }
 
@@ -774,12 +843,6 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ResolveAttention(grpc::CallbackServe
   auto* reactor = ctx->DefaultReactor();
   Caller caller;
   grpc::Status a = auth_->Check(ctx, Permission::kRedrive, "ResolveAttention", &caller);
-  for (int i = 0; a.ok() && !caller.AllQueues() && i < req->ids_size() && i < 1000; ++i) {
-    auto job = store_->GetJob(req->ids(i));
-    if (job.ok()) {
-      a = auth_->CheckQueue(caller, Permission::kRedrive, "ResolveAttention", job->queue());
-    }
-  }
   if (!a.ok()) {
     Finish(reactor, "ResolveAttention", a);
     return reactor;
@@ -803,16 +866,27 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ResolveAttention(grpc::CallbackServe
     Finish(reactor, "ResolveAttention", ToGrpcStatus(st));
     return reactor;
   }
+  std::vector<uint64_t> ids(req->ids().begin(), req->ids().end());
+  // Ids of jobs outside the caller's queues fail as ids naming no job do.
+  const std::vector<bool> hidden =
+      OutOfScope(*auth_, *store_, caller, Permission::kRedrive, "ResolveAttention", ids);
   std::vector<storage::TransitionItem> items;
-  items.reserve(req->ids_size());
-  for (uint64_t id : req->ids()) items.push_back({id, ResolveAttentionFn(req->note())});
-  store_->Transition(std::move(items), caller.name,
-                     [this, reactor, resp,
-                      payloads = caller.payloads()](std::vector<Result<storage::JobRecord>> rs) {
-                       const uint64_t n = AddResults(rs, clock_->WallMicros(), payloads, resp);
-                       resp->set_redriven(n);  // here: how many were resolved
-                       Finish(reactor, "ResolveAttention", grpc::Status::OK);
-                     });
+  items.reserve(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (!hidden[i]) items.push_back({ids[i], ResolveAttentionFn(req->note())});
+  }
+  auto answer = [this, reactor, resp, ids, hidden,
+                 payloads = caller.payloads()](std::vector<Result<storage::JobRecord>> rs) {
+    const uint64_t n =
+        AddResults(WithHidden(ids, hidden, std::move(rs)), clock_->WallMicros(), payloads, resp);
+    resp->set_redriven(n);  // here: how many were resolved
+    Finish(reactor, "ResolveAttention", grpc::Status::OK);
+  };
+  if (items.empty()) {
+    answer({});
+    return reactor;
+  }
+  store_->Transition(std::move(items), caller.name, std::move(answer));
   return reactor;
 }
 
@@ -894,8 +968,13 @@ grpc::ServerUnaryReactor* AdminServiceImpl::AddSchedule(grpc::CallbackServerCont
   auto* reactor = ctx->DefaultReactor();
   Caller caller;
   const v1::Schedule& in = req->schedule();
-  if (auto a = auth_->Check(ctx, Permission::kSchedule, "AddSchedule", &caller, in.queue());
-      !a.ok()) {
+  grpc::Status a = auth_->Check(ctx, Permission::kSchedule, "AddSchedule", &caller, in.queue());
+  if (a.ok() && req->replace() && !caller.AllQueues()) {
+    // Replacing moves the schedule off its old queue: that queue must be the caller's too.
+    auto old = store_->GetSchedule(in.name());
+    if (old.ok()) a = auth_->CheckQueue(caller, Permission::kSchedule, "AddSchedule", old->queue());
+  }
+  if (!a.ok()) {
     Finish(reactor, "AddSchedule", a);
     return reactor;
   }

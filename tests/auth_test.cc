@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "common/sha256.h"
+#include "server/audit_service.h"
 #include "server/http_server.h"
 #include "tests/support/temp_dir.h"
 
@@ -126,8 +127,10 @@ TEST_CASE("the role table grants each role exactly its permissions", "[auth]") {
   const std::map<Role, std::set<P>> expected = {
       {Role::kProducer, {P::kEnqueue, P::kReadOwnJobs, P::kReadPayloads}},
       {Role::kWorker, {P::kWork, P::kReadPayloads}},
-      {Role::kOperator, {P::kReadJobs, P::kList, P::kPause, P::kCancel, P::kRedrive, P::kLimits}},
-      {Role::kAuditor, {P::kReadJobs, P::kList, P::kAuditRead}},
+      {Role::kOperator,
+       {P::kReadJobs, P::kList, P::kPause, P::kCancel, P::kRedrive, P::kLimits, P::kMetrics}},
+      {Role::kAuditor, {P::kReadJobs, P::kList, P::kAuditRead, P::kMetrics}},
+      {Role::kMetrics, {P::kMetrics}},
   };
   for (const auto& [role, allowed] : expected) {
     for (size_t i = 0; i < kPermissionCount; ++i) {
@@ -211,7 +214,7 @@ TEST_CASE("/metrics answers 401 without credentials when authorization is config
   HttpRoutes routes;
   routes.metrics = [] { return std::string("ledgerq_up 1\n"); };
   routes.authorize_metrics = [](std::string_view a, std::string_view cn, std::string_view) {
-    return a == "Bearer good" || cn == "prom";
+    return a == "Bearer good" || cn == "prom" ? HttpAccess::kAllowed : HttpAccess::kUnauthenticated;
   };
   HttpRequest req{http::verb::get, "/metrics", 11};
   auto res = Route(req, routes);
@@ -250,13 +253,23 @@ TEST_CASE("transport rules: loopback without auth, TLS pairs, mTLS needs an auth
   CHECK(remote);
   c.insecure_allow_remote = false;
   c.auth_file = "/etc/ledgerq/auth.toml";
-  CHECK(CheckTransport(c, &remote).ok());
+  // Authenticated but in clear: refused (issue 14, finding 4), unless said so.
+  bool plaintext = false;
+  CHECK_THAT(CheckTransport(c, &remote, &plaintext).message(),
+             Catch::StartsWith("--grpc-listen: 10.1.2.3:7400 is not a loopback address and there "
+                               "is no --tls-cert") &&
+                 Catch::Contains("--insecure-allow-plaintext"));
+  c.insecure_allow_plaintext = true;
+  CHECK(CheckTransport(c, &remote, &plaintext).ok());
+  CHECK(plaintext);
   CHECK_FALSE(remote);
+  c.insecure_allow_plaintext = false;
 
   c.tls_cert = "cert.pem";
   CHECK_THAT(CheckTransport(c, &remote).message(), Catch::StartsWith("--tls-key:"));
   c.tls_key = "key.pem";
-  CHECK(CheckTransport(c, &remote).ok());
+  CHECK(CheckTransport(c, &remote, &plaintext).ok());
+  CHECK_FALSE(plaintext);
   c.tls_client_ca = "ca.pem";
   CHECK(CheckTransport(c, &remote).ok());
   c.auth_file.clear();
@@ -265,21 +278,74 @@ TEST_CASE("transport rules: loopback without auth, TLS pairs, mTLS needs an auth
              Catch::StartsWith("--tls-client-ca: needs --auth-file"));
 }
 
-TEST_CASE("payload omission clears payload, result and failure snapshots", "[auth]") {
+TEST_CASE("payload omission clears payload, result, failure snapshots and their digests",
+          "[auth]") {
   v1::Job job;
+  job.set_id(7);
   job.set_payload("{\"card\":\"4111\"}");
   job.set_result("{\"ok\":true}");
   job.set_payload_sha256("digest");
-  job.add_errors()->set_payload_snapshot("{\"card\":\"***\"}");
+  auto* error = job.add_errors();
+  error->set_code("DB_TIMEOUT");
+  error->set_payload_snapshot("{\"card\":\"***\"}");
+  error->set_payload_snapshot_sha256("snapshot digest");
   OmitPayload(&job);
   CHECK(job.payload().empty());
   CHECK(job.result().empty());
   CHECK(job.errors(0).payload_snapshot().empty());
   CHECK(job.payload_omitted());
-  CHECK(job.payload_sha256() == "digest");  // digests stay: they reveal nothing
+  // The digests go too: unsalted, they would confirm a guessed payload (issue 14, finding 7).
+  CHECK(job.payload_sha256().empty());
+  CHECK(job.errors(0).payload_snapshot_sha256().empty());
+  CHECK(job.id() == 7);  // the rest stays
+  CHECK(job.errors(0).code() == "DB_TIMEOUT");
 
   v1::JobEvent ev;
+  ev.set_type("COMPLETED");
+  ev.set_payload_sha256("payload digest");
+  ev.set_result_sha256("result digest");
   ev.mutable_error()->set_payload_snapshot("x");
+  ev.mutable_error()->set_payload_snapshot_sha256("snapshot digest");
   OmitPayload(&ev);
   CHECK(ev.error().payload_snapshot().empty());
+  CHECK(ev.payload_sha256().empty());
+  CHECK(ev.result_sha256().empty());
+  CHECK(ev.error().payload_snapshot_sha256().empty());
+  CHECK(ev.type() == "COMPLETED");
+}
+
+TEST_CASE(
+    "security: finding 1: events written before 2026-12 with a snapshot in their body are "
+    "withheld from roles without payload access",
+    "[auth][security]") {
+  // Such an event's hashed body holds a failed attempt's masked payload snapshot: its bytes
+  // cannot change (the chain covers them), so an export gives those roles its hashes only.
+  storage::EventBody legacy;
+  legacy.set_type(storage::v1::EVENT_FAILED);
+  legacy.set_queue("a1");
+  legacy.mutable_error()->set_code("X");
+  legacy.mutable_error()->set_payload_snapshot(R"({"password":"***","ssn":"987-65-4321"})");
+  storage::EventBody current = legacy;  // what transitions write now: the digest only
+  current.mutable_error()->clear_payload_snapshot();
+  current.mutable_error()->set_payload_snapshot_sha256(std::string(32, 'd'));
+
+  Principal auditor{"aud", Role::kAuditor, {"*"}, {}};
+  Caller aud{"aud", Role::kAuditor, nullptr, &auditor};
+  Principal admin{"root", Role::kAdmin, {"*"}, {}};
+  Caller root{"root", Role::kAdmin, nullptr, &admin};
+  CHECK(AuditWithheld(legacy, aud) == "payload");
+  CHECK(AuditWithheld(current, aud).empty());
+  CHECK(AuditWithheld(legacy, root).empty());
+
+  // Finding 2: a queue-scoped caller gets its queues' events, not another's or the daemon's.
+  Principal scoped{"aud-a", Role::kAuditor, {"a*"}, {}};
+  Caller aud_a{"aud-a", Role::kAuditor, nullptr, &scoped};
+  CHECK(AuditWithheld(current, aud_a).empty());
+  storage::EventBody other = current;
+  other.set_queue("b1");
+  CHECK(AuditWithheld(other, aud_a) == "scope");
+  storage::EventBody daemon_wide;
+  daemon_wide.set_type(storage::v1::EVENT_POLICY_CHANGED);
+  CHECK(AuditWithheld(daemon_wide, aud_a) == "scope");
+  CHECK(AuditWithheld(daemon_wide, aud).empty());
 }

@@ -1,7 +1,9 @@
 // End-to-end tests of authentication and roles: a real ledgerqd with an auth file made by
 // `ledgerq auth add`, holding one principal per role, checked over the full method x role
-// matrix (OK vs PERMISSION_DENIED), UNAUTHENTICATED for missing and bad credentials, queue
-// patterns, payload omission, the principal recorded in events, /metrics auth, SIGHUP reload,
+// matrix (OK vs PERMISSION_DENIED, with queue-scoped auditors and admins for the audit RPCs),
+// UNAUTHENTICATED for missing and bad credentials, queue patterns (a job outside the caller's
+// scope is NOT_FOUND, as a missing one), lease tokens bound to their principal, payload and
+// digest omission, the principal recorded in events, /metrics roles, SIGHUP reload,
 // the loopback rule, and TLS and mTLS with a throwaway CA made by the openssl CLI in the test's
 // own TempDir. Every TEST_CASE owns its TempDir and Daemon, so `ctest -j` is safe.
 #include <signal.h>
@@ -105,15 +107,16 @@ std::string ReadAll(const std::string& path) {
   return s.str();
 }
 
-const char* const kRoles[] = {"producer", "worker", "operator", "auditor", "admin"};
+const char* const kRoles[] = {"producer", "worker", "operator", "auditor", "admin", "metrics"};
 
 struct Principals {
   std::map<std::string, std::string> token;  // role -> token
   std::string producer2, worker_other;
+  std::string auditor_all, admin_scoped;  // an auditor on every queue, an admin on "q.*"
 };
 
-// One principal per role on queues "q.*" (admin: every queue), plus a second producer and a
-// worker limited to queue "other".
+// One principal per role on queues "q.*" (admin: every queue), plus a second producer, a
+// worker limited to queue "other", an auditor on every queue and an admin limited to "q.*".
 Principals MakeAuthFile(const std::string& file) {
   Principals p;
   for (const char* role : kRoles) {
@@ -122,6 +125,8 @@ Principals MakeAuthFile(const std::string& file) {
   }
   p.producer2 = AuthAdd(file, "producer-2", "producer", "q.*");
   p.worker_other = AuthAdd(file, "worker-other", "worker", "other");
+  p.auditor_all = AuthAdd(file, "auditor-all", "auditor", "");
+  p.admin_scoped = AuthAdd(file, "admin-q", "admin", "q.*");
   return p;
 }
 
@@ -184,9 +189,11 @@ TEST_CASE("the full method x role matrix, credentials, queues and payload omissi
     REQUIRE(resp.ok());
     return resp->job().id();
   };
-  auto lease_token = [&]() {
+  // A lease of a q.work job taken by `as`: only `as` may use its token (lease tokens are bound
+  // to the principal that took the lease).
+  auto lease_token = [&](Client& as) {
     enqueue("q.work", admin);
-    auto l = admin.Lease(LeaseReq("q.work", 1, 60, 0, "fixture"));
+    auto l = as.Lease(LeaseReq("q.work", 1, 60, 0, "fixture"));
     REQUIRE(l.ok());
     REQUIRE(l->jobs_size() == 1);
     return l->jobs(0).token();
@@ -202,11 +209,20 @@ TEST_CASE("the full method x role matrix, credentials, queues and payload omissi
     return id;
   };
 
+  // The worker-call rows use a lease the role under test took itself where it may lease (a
+  // token of another principal's lease is refused with FAILED_PRECONDITION, which the matrix
+  // would count as a failure); roles that may not lease present the admin's, and are refused
+  // before the token is looked at.
+  auto own_lease = [&](Client& c, const std::string& role) {
+    return lease_token(role == "worker" || role == "admin" ? c : admin);
+  };
+
   struct Row {
     const char* method;
     std::vector<std::string> allowed;  // roles
     std::function<StatusCode(Client&, const std::string& role)> call;
     bool audit_service = false;
+    bool whole_log = false;  // also needs queues "*" (the role alone is not enough)
   };
   const std::vector<Row> rows = {
       {"Enqueue",
@@ -253,38 +269,50 @@ TEST_CASE("the full method x role matrix, credentials, queues and payload omissi
          return Call(c, c.workers(), &v1::WorkerService::Stub::Lease,
                      LeaseReq("q.lease", 1, 30, 0));
        }},
+      // Heartbeat and CompleteBatch answer a refused token in its result, not in the status:
+      // the rows report that result, so an allowed role must really have renewed / completed.
       {"Heartbeat",
        {"worker", "admin"},
-       [&](Client& c, const std::string&) {
+       [&](Client& c, const std::string& role) {
          v1::HeartbeatRequest r;
-         *r.add_tokens() = lease_token();
-         return Call(c, c.workers(), &v1::WorkerService::Stub::Heartbeat, r);
+         *r.add_tokens() = own_lease(c, role);
+         v1::HeartbeatResponse resp;
+         StatusCode code = Call(c, c.workers(), &v1::WorkerService::Stub::Heartbeat, r, &resp);
+         if (code != StatusCode::OK) return code;
+         if (resp.results_size() != 1) return StatusCode::UNKNOWN;
+         return resp.results(0).lease_lost() ? StatusCode::FAILED_PRECONDITION : StatusCode::OK;
        }},
       {"Complete",
        {"worker", "admin"},
-       [&](Client& c, const std::string&) {
+       [&](Client& c, const std::string& role) {
          return Call(c, c.workers(), &v1::WorkerService::Stub::Complete,
-                     ledgerq::testing::CompleteReq(lease_token(), "{}"));
+                     ledgerq::testing::CompleteReq(own_lease(c, role), "{}"));
        }},
       {"CompleteBatch",
        {"worker", "admin"},
-       [&](Client& c, const std::string&) {
+       [&](Client& c, const std::string& role) {
          v1::CompleteBatchRequest r;
          auto* item = r.add_items();
-         *item->mutable_token() = lease_token();
-         return Call(c, c.workers(), &v1::WorkerService::Stub::CompleteBatch, r);
+         *item->mutable_token() = own_lease(c, role);
+         v1::CompleteBatchResponse resp;
+         StatusCode code = Call(c, c.workers(), &v1::WorkerService::Stub::CompleteBatch, r, &resp);
+         if (code != StatusCode::OK) return code;
+         if (resp.results_size() != 1) return StatusCode::UNKNOWN;
+         return resp.results(0).has_error()
+                    ? static_cast<StatusCode>(resp.results(0).error().code())
+                    : StatusCode::OK;
        }},
       {"Fail",
        {"worker", "admin"},
-       [&](Client& c, const std::string&) {
+       [&](Client& c, const std::string& role) {
          return Call(c, c.workers(), &v1::WorkerService::Stub::Fail,
-                     ledgerq::testing::FailReq(lease_token(), v1::ERROR_KIND_PERMANENT, "x"));
+                     ledgerq::testing::FailReq(own_lease(c, role), v1::ERROR_KIND_PERMANENT, "x"));
        }},
       {"Release",
        {"worker", "admin"},
-       [&](Client& c, const std::string&) {
+       [&](Client& c, const std::string& role) {
          v1::ReleaseRequest r;
-         *r.mutable_token() = lease_token();
+         *r.mutable_token() = own_lease(c, role);
          return Call(c, c.workers(), &v1::WorkerService::Stub::Release, r);
        }},
       {"ListQueues",
@@ -353,12 +381,17 @@ TEST_CASE("the full method x role matrix, credentials, queues and payload omissi
       // AuditService (server/audit_service.*, written in parallel): its rows are checked as
       // soon as the daemon registers it; until then the admin's call is UNIMPLEMENTED and the
       // rows are reported as pending (WARN) instead of passing silently.
+      // VerifyAudit and TruncateAudit cover every queue's events: a principal limited to some
+      // queues is refused whatever its role. ExportAudit and Reconcile answer a queue-scoped
+      // auditor or admin for its own queues (what they withhold is checked in
+      // e2e_security_test.cc).
       {"VerifyAudit",
        {"auditor", "admin"},
        [&](Client& c, const std::string&) {
          auto stub = v1::AuditService::NewStub(c.channel());
          return Call(c, stub.get(), &v1::AuditService::Stub::VerifyAudit, v1::VerifyAuditRequest());
        },
+       true,
        true},
       {"ExportAudit",
        {"auditor", "admin"},
@@ -376,19 +409,33 @@ TEST_CASE("the full method x role matrix, credentials, queues and payload omissi
          return Call(c, stub.get(), &v1::AuditService::Stub::Reconcile, v1::ReconcileRequest());
        },
        true},
-      // TruncateAudit is admin-only; the row checks only the refusals (a real truncation needs
-      // an export first and belongs to the audit tests).
+      // TruncateAudit is for admins on every queue; the row checks only the refusals, the
+      // queue-scoped admin's included (a real truncation needs an export first and belongs to
+      // the audit tests, so the allowed call is not made).
       {"TruncateAudit",
-       {},
-       [&](Client& c, const std::string& role) {
-         if (role == "admin") return StatusCode::PERMISSION_DENIED;  // not called, see above
+       {"admin"},
+       [&](Client& c, const std::string&) {
          auto stub = v1::AuditService::NewStub(c.channel());
          v1::TruncateAuditRequest r;
          r.set_to_seq(1);
          return Call(c, stub.get(), &v1::AuditService::Stub::TruncateAudit, r);
        },
+       true,
        true},
   };
+
+  // The matrix's columns: one principal per role (admin on every queue, the others on "q.*"),
+  // then an auditor on every queue and an admin on "q.*", for the whole-log audit RPCs.
+  struct Column {
+    std::string label, role, token;
+    bool all_queues;
+  };
+  std::vector<Column> columns;
+  for (const char* role : kRoles) {
+    columns.push_back({role, role, p.token[role], std::string(role) == "admin"});
+  }
+  columns.push_back({"auditor on *", "auditor", p.auditor_all, true});
+  columns.push_back({"admin on q.*", "admin", p.admin_scoped, false});
 
   SECTION("every method as every role: OK or PERMISSION_DENIED") {
     for (const auto& row : rows) {
@@ -401,13 +448,14 @@ TEST_CASE("the full method x role matrix, credentials, queues and payload omissi
           continue;
         }
       }
-      for (const char* role : kRoles) {
-        if (std::string(row.method) == "TruncateAudit" && std::string(role) == "admin") continue;
-        Client c = As(d, p.token[role]);
+      for (const Column& col : columns) {
         const bool allowed =
-            std::find(row.allowed.begin(), row.allowed.end(), role) != row.allowed.end();
-        INFO(row.method << " as " << role);
-        StatusCode code = row.call(c, role);
+            std::find(row.allowed.begin(), row.allowed.end(), col.role) != row.allowed.end() &&
+            (!row.whole_log || col.all_queues);
+        if (std::string(row.method) == "TruncateAudit" && allowed) continue;  // see the row
+        Client c = As(d, col.token);
+        INFO(row.method << " as " << col.label);
+        StatusCode code = row.call(c, col.role);
         if (allowed) {
           CHECK(code == StatusCode::OK);
         } else {
@@ -431,7 +479,9 @@ TEST_CASE("the full method x role matrix, credentials, queues and payload omissi
     CHECK(r.status().code() == ledgerq::Code::kUnauthenticated);
   }
 
-  SECTION("queue patterns: denial names the permission and the queue") {
+  SECTION(
+      "queue patterns: a denial names the permission and the queue, a job outside them is "
+      "not found") {
     Client producer = As(d, p.token["producer"]);
     auto r = producer.Enqueue(Req("other", "t", "{}"));
     REQUIRE(r.status().code() == ledgerq::Code::kPermissionDenied);
@@ -446,28 +496,111 @@ TEST_CASE("the full method x role matrix, credentials, queues and payload omissi
     CHECK(br->results(0).has_ok());
     CHECK(br->results(1).error().code() == static_cast<int>(StatusCode::PERMISSION_DENIED));
 
+    // The store's words for a job that is not there: a job outside the caller's scope gets
+    // exactly these too, so no answer tells that it exists or which queue it is in.
+    auto not_found = [](uint64_t id) { return "job " + std::to_string(id) + " not found"; };
+    const uint64_t kMissing = 1'000'000;  // added to a real id: an id no job has
+
     Client other_worker = As(d, p.worker_other);
     auto l = other_worker.Lease(LeaseReq("q.work", 1, 30, 0));
     CHECK(l.status().code() == ledgerq::Code::kPermissionDenied);
     CHECK_THAT(l.status().message(), Catch::Contains("\"work\" on queue \"q.work\""));
-    // ... nor complete a job of a queue not its own, even with a valid lease token.
-    auto complete = other_worker.Complete(ledgerq::testing::CompleteReq(lease_token(), "{}"));
-    CHECK(complete.status().code() == ledgerq::Code::kPermissionDenied);
+    // ... nor touch a job of a queue not its own, even with a valid lease token: to it that
+    // job does not exist, as one that really does not.
+    const v1::LeaseToken admins = lease_token(admin);
+    v1::LeaseToken nowhere;
+    nowhere.set_job_id(admins.job_id() + kMissing);
+    nowhere.set_attempt(1);
+    for (const v1::LeaseToken& t : {admins, nowhere}) {
+      INFO("job " << t.job_id());
+      auto complete = other_worker.Complete(ledgerq::testing::CompleteReq(t, "{}"));
+      CHECK(complete.status().code() == ledgerq::Code::kNotFound);
+      CHECK(complete.status().message() == not_found(t.job_id()));
+      // Batch-shaped calls answer item by item: a lost lease, worded alike.
+      v1::HeartbeatRequest hb;
+      *hb.add_tokens() = t;
+      auto beat = other_worker.Heartbeat(hb);
+      REQUIRE(beat.ok());
+      REQUIRE(beat->results_size() == 1);
+      CHECK(beat->results(0).lease_lost());
+      CHECK(beat->results(0).message() == "lease (job " + std::to_string(t.job_id()) +
+                                              ", attempt 1) is lost: it expired or moved on");
+      v1::CompleteBatchRequest cb;
+      *cb.add_items() = ledgerq::testing::CompleteReq(t, "{}");
+      v1::CompleteBatchResponse cb_resp;
+      CHECK(Call(other_worker, other_worker.workers(), &v1::WorkerService::Stub::CompleteBatch, cb,
+                 &cb_resp) == StatusCode::OK);
+      REQUIRE(cb_resp.results_size() == 1);
+      CHECK(cb_resp.results(0).error().code() == static_cast<int>(StatusCode::NOT_FOUND));
+      CHECK(cb_resp.results(0).error().message() == not_found(t.job_id()));
+      v1::ReleaseRequest rr;
+      *rr.mutable_token() = t;
+      auto release = other_worker.Release(rr);
+      CHECK(release.status().code() == ledgerq::Code::kNotFound);
+      CHECK(release.status().message() == not_found(t.job_id()));
+    }
+    // A worker of the queue may not use a lease another principal took (FAILED_PRECONDITION,
+    // Heartbeat: a lost lease); its holder still can.
+    Client worker = As(d, p.token["worker"]);
+    auto borrowed = worker.Complete(ledgerq::testing::CompleteReq(admins, "{}"));
+    CHECK(borrowed.status().code() == ledgerq::Code::kFailedPrecondition);
+    v1::HeartbeatRequest hb;
+    *hb.add_tokens() = admins;
+    auto beat = worker.Heartbeat(hb);
+    REQUIRE(beat.ok());
+    REQUIRE(beat->results_size() == 1);
+    CHECK(beat->results(0).lease_lost());
+    CHECK(admin.Complete(ledgerq::testing::CompleteReq(admins, "{}")).ok());
 
-    // A producer reads only the jobs it submitted.
+    // A producer reads only the jobs it submitted: another's is not found, as a missing one.
     uint64_t mine = enqueue("q.main", producer);
     Client producer2 = As(d, p.producer2);
-    auto theirs = producer2.GetJob(mine);
-    CHECK(theirs.status().code() == ledgerq::Code::kPermissionDenied);
-    CHECK_THAT(theirs.status().message(), Catch::Contains("only the jobs it submitted"));
+    for (uint64_t id : {mine, mine + kMissing}) {
+      INFO("job " << id);
+      auto theirs = producer2.GetJob(id);
+      CHECK(theirs.status().code() == ledgerq::Code::kNotFound);
+      CHECK(theirs.status().message() == not_found(id));
+    }
     auto own = producer.GetJob(mine);
     REQUIRE(own.ok());
     CHECK(own->payload() == R"({"card":"4111-1111","n":1})");
     CHECK_FALSE(own->payload_omitted());
+    CHECK_FALSE(own->payload_sha256().empty());  // payload access: the digest too
 
-    // Operators see only their queues' listings.
-    enqueue("zz.hidden", admin);
-    auto qs = As(d, p.token["operator"]).ListQueues();
+    // Operators see only their queues' listings, and no job of another queue: asking for the
+    // queue is refused, asking for one of its jobs finds nothing.
+    const uint64_t hidden = enqueue("zz.hidden", admin);
+    Client ops = As(d, p.token["operator"]);
+    for (uint64_t id : {hidden, hidden + kMissing}) {
+      INFO("job " << id);
+      auto get = ops.GetJob(id);
+      CHECK(get.status().code() == ledgerq::Code::kNotFound);
+      CHECK(get.status().message() == not_found(id));
+      v1::GetJobHistoryRequest hr;
+      hr.set_id(id);
+      auto history = ops.GetJobHistory(hr);
+      CHECK(history.status().code() == ledgerq::Code::kNotFound);
+      CHECK(history.status().message() == not_found(id));
+      auto cancel = ops.CancelJob(id, "probing");
+      CHECK(cancel.status().code() == ledgerq::Code::kNotFound);
+      CHECK(cancel.status().message() == not_found(id));
+    }
+    auto keyed = admin.Enqueue(Req("zz.hidden", "t", "{}", "k-hidden"));
+    REQUIRE(keyed.ok());
+    for (const std::string key : {"k-hidden", "k-missing"}) {
+      INFO("key " << key);
+      auto by_key = ops.GetJobByIdempotencyKey("zz.hidden", key);
+      CHECK(by_key.status().code() == ledgerq::Code::kNotFound);
+      CHECK(by_key.status().message() ==
+            "no job with idempotency_key \"" + key + "\" in queue \"zz.hidden\"");
+    }
+    auto still = admin.GetJob(hidden);
+    REQUIRE(still.ok());
+    CHECK(still->state() == v1::JOB_STATE_READY);  // the refused cancels changed nothing
+    v1::ListJobsRequest hidden_list;
+    hidden_list.set_queue("zz.hidden");
+    CHECK(ops.ListJobs(hidden_list).status().code() == ledgerq::Code::kPermissionDenied);
+    auto qs = ops.ListQueues();
     REQUIRE(qs.ok());
     for (const auto& q : qs->queues()) CHECK(q.name().rfind("q.", 0) == 0);
     auto all = admin.ListQueues();
@@ -475,7 +608,9 @@ TEST_CASE("the full method x role matrix, credentials, queues and payload omissi
     CHECK(all->queues_size() > qs->queues_size());
   }
 
-  SECTION("payloads, results and failure snapshots are omitted for operators and auditors") {
+  SECTION(
+      "payloads, results, failure snapshots and their digests are omitted for operators and "
+      "auditors") {
     // A job that failed once (snapshot recorded), then succeeded with a result.
     uint64_t id = enqueue("q.pay", admin);
     Client worker = As(d, p.token["worker"]);
@@ -483,6 +618,7 @@ TEST_CASE("the full method x role matrix, credentials, queues and payload omissi
     REQUIRE(l.ok());
     REQUIRE(l->jobs_size() == 1);
     CHECK(l->jobs(0).job().payload() == R"({"card":"4111-1111","n":1})");  // workers see it
+    CHECK_FALSE(l->jobs(0).job().payload_sha256().empty());
     v1::FailRequest f =
         ledgerq::testing::FailReq(l->jobs(0).token(), v1::ERROR_KIND_TRANSIENT, "flaky");
     *f.mutable_retry_after() = Seconds(0);
@@ -503,6 +639,24 @@ TEST_CASE("the full method x role matrix, credentials, queues and payload omissi
     CHECK_FALSE(full->result().empty());
     REQUIRE(full->errors_size() == 1);
     CHECK_FALSE(full->errors(0).payload_snapshot().empty());
+    // The admin gets the digests, of the job and in its events.
+    CHECK_FALSE(full->payload_sha256().empty());
+    CHECK_FALSE(full->errors(0).payload_snapshot_sha256().empty());
+    {
+      v1::GetJobHistoryRequest hr;
+      hr.set_id(id);
+      auto h = admin.GetJobHistory(hr);
+      REQUIRE(h.ok());
+      REQUIRE(h->jobs_size() == 1);
+      std::map<std::string, v1::JobEvent> by_type;
+      for (const auto& ev : h->jobs(0).events()) by_type[ev.type()] = ev;
+      REQUIRE(by_type.count("SUBMITTED"));
+      REQUIRE(by_type.count("FAILED"));
+      REQUIRE(by_type.count("COMPLETED"));
+      CHECK_FALSE(by_type["SUBMITTED"].payload_sha256().empty());
+      CHECK_FALSE(by_type["FAILED"].error().payload_snapshot_sha256().empty());
+      CHECK_FALSE(by_type["COMPLETED"].result_sha256().empty());
+    }
 
     for (const char* role : {"operator", "auditor"}) {
       INFO(role);
@@ -512,9 +666,11 @@ TEST_CASE("the full method x role matrix, credentials, queues and payload omissi
       CHECK(job->payload().empty());
       CHECK(job->result().empty());
       CHECK(job->payload_omitted());
-      CHECK(job->payload_sha256() == full->payload_sha256());
+      // No digests either: unsalted, a guessed payload or result could be checked against them.
+      CHECK(job->payload_sha256().empty());
       REQUIRE(job->errors_size() == 1);
       CHECK(job->errors(0).payload_snapshot().empty());
+      CHECK(job->errors(0).payload_snapshot_sha256().empty());
 
       v1::GetJobHistoryRequest hr;
       hr.set_id(id);
@@ -522,11 +678,16 @@ TEST_CASE("the full method x role matrix, credentials, queues and payload omissi
       REQUIRE(h.ok());
       REQUIRE(h->jobs_size() == 1);
       CHECK(h->jobs(0).job().payload_omitted());
+      CHECK(h->jobs(0).job().payload_sha256().empty());
       bool saw_failure = false;
       for (const auto& ev : h->jobs(0).events()) {
+        INFO(ev.type() << " (seq " << ev.seq() << ")");
+        CHECK(ev.payload_sha256().empty());
+        CHECK(ev.result_sha256().empty());
         if (ev.has_error()) {
           saw_failure = true;
           CHECK(ev.error().payload_snapshot().empty());
+          CHECK(ev.error().payload_snapshot_sha256().empty());
         }
       }
       CHECK(saw_failure);
@@ -537,7 +698,10 @@ TEST_CASE("the full method x role matrix, credentials, queues and payload omissi
       REQUIRE(list.ok());
       REQUIRE(list->jobs_size() == 1);
       CHECK(list->jobs(0).payload_omitted());
+      CHECK(list->jobs(0).payload_sha256().empty());
+      REQUIRE(list->jobs(0).errors_size() == 1);
       CHECK(list->jobs(0).errors(0).payload_snapshot().empty());
+      CHECK(list->jobs(0).errors(0).payload_snapshot_sha256().empty());
 
       // The CLI says so instead of printing nothing.
       std::string out, err;
@@ -556,7 +720,11 @@ TEST_CASE("the full method x role matrix, credentials, queues and payload omissi
     bool found = false;
     for (const auto& j : dl->jobs()) {
       CHECK(j.payload_omitted());
-      for (const auto& e : j.errors()) CHECK(e.payload_snapshot().empty());
+      CHECK(j.payload_sha256().empty());
+      for (const auto& e : j.errors()) {
+        CHECK(e.payload_snapshot().empty());
+        CHECK(e.payload_snapshot_sha256().empty());
+      }
       found |= j.id() == dead;
     }
     CHECK(found);
@@ -605,12 +773,22 @@ TEST_CASE("the full method x role matrix, credentials, queues and payload omissi
     CHECK(history(dead)["REDRIVEN"].principal() == "operator-1");
   }
 
-  SECTION("/metrics needs credentials, probes do not, denials are counted") {
+  SECTION(
+      "/metrics needs credentials of a role that may read it, probes do not, denials are "
+      "counted") {
     As(d, p.token["auditor"]).Enqueue(Req("q.main", "t", "{}")).status();  // one denial
     const int port = d.http_port();
     CHECK(HttpStatus(port, "/metrics", "") == 401);
     CHECK(HttpStatus(port, "/metrics", "Bearer nope-nope-nope") == 401);
-    CHECK(HttpStatus(port, "/metrics", "Bearer " + p.token["worker"]) == 200);
+    // Every queue's names and counts: for operators, auditors, admins and scrapers only.
+    for (const char* role : {"producer", "worker"}) {
+      INFO(role);
+      CHECK(HttpStatus(port, "/metrics", "Bearer " + p.token[role]) == 403);
+    }
+    for (const char* role : {"operator", "auditor", "admin", "metrics"}) {
+      INFO(role);
+      CHECK(HttpStatus(port, "/metrics", "Bearer " + p.token[role]) == 200);
+    }
     CHECK(HttpStatus(port, "/healthz", "") == 200);
     CHECK(HttpStatus(port, "/readyz", "") == 200);
     std::string out, err;
@@ -622,6 +800,8 @@ TEST_CASE("the full method x role matrix, credentials, queues and payload omissi
     CHECK_THAT(out, Catch::Contains("ledgerq_auth_denied_total{method=\"Enqueue\",reason="
                                     "\"permission_denied\"}"));
     CHECK_THAT(out, Catch::Contains("reason=\"unauthenticated\""));
+    CHECK_THAT(out, Catch::Contains("ledgerq_auth_denied_total{method=\"http:/metrics\",reason="
+                                    "\"permission_denied\"}"));
     CHECK_THAT(d.stderr_text(), Catch::Contains("principal=auditor-1"));
   }
 }
