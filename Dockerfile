@@ -71,7 +71,9 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
 # Binding 0.0.0.0 without an auth file exposes an unauthenticated API, which ledgerqd refuses
 # unless --insecure-allow-remote is given (it then logs a warning). Run it with an auth file
 # instead: mount one and append `--auth-file /etc/ledgerq/auth.toml` (README, "Security"); with
-# it, --insecure-allow-remote has no effect. Other flags (--sync, --tls-cert, ...) may be
+# it, --insecure-allow-remote has no effect, and the bearer tokens need TLS off loopback:
+# append `--tls-cert ... --tls-key ...`, or `--insecure-allow-plaintext` where a proxy on the
+# same host terminates TLS (it then logs a warning). Other flags (--sync, --tls-cert, ...) may be
 # appended at `docker run`; a repeated flag takes its last value, so the ones below can be
 # overridden the same way.
 ENTRYPOINT ["/usr/local/bin/ledgerqd", \
