@@ -16,6 +16,8 @@
 namespace ledgerq::server {
 namespace {
 
+constexpr int kFailuresToReport = 2;
+
 // The client connection preface (RFC 9113 3.4) and an empty SETTINGS frame.
 constexpr char kPreface[] =
     "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -107,6 +109,7 @@ void ListenerWatchdog::Stop() {
 void ListenerWatchdog::Run() {
   using Clock = std::chrono::steady_clock;
   bool dead = false;  // since dead_since
+  int failures = 0;   // consecutive unanswered probes
   Clock::time_point dead_since{};
   bool reported_dead = false;
   std::unique_lock lock(mu_);
@@ -116,17 +119,27 @@ void ListenerWatchdog::Run() {
     const int fds = OpenFileCount();
     lock.lock();
     if (stop_) break;
-    accepting_.store(ok, std::memory_order_relaxed);
-    if (o_.report) o_.report(ok, fds);
     const auto now = Clock::now();
     if (ok) {
-      if (dead) spdlog::info("grpc listener accepts connections again");
+      if (dead && failures >= kFailuresToReport) {
+        spdlog::info("grpc listener accepts connections again");
+      }
       dead = false;
+      failures = 0;
       reported_dead = false;
     } else {
+      ++failures;
       if (!dead) {
         dead = true;
         dead_since = now;
+      }
+    }
+    // One unanswered probe can be a moment of load; two in a row are reported.
+    const bool accepting = ok || failures < kFailuresToReport;
+    accepting_.store(accepting, std::memory_order_relaxed);
+    if (o_.report) o_.report(accepting, fds);
+    if (!ok) {
+      if (failures == kFailuresToReport) {
         spdlog::error(
             "grpc listener on port {} does not accept connections ({} files open); /healthz "
             "now fails",
