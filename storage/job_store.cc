@@ -630,7 +630,8 @@ class EnqueueOp final : public Op {
         ev.set_from_state(original->state());
         ev.set_to_state(original->state());
         JobRecord job = std::move(original).value();
-        job.add_event_seqs(txn.AppendEvent(ev));
+        job.set_last_event_seq(txn.AppendEvent(ev));
+        job.add_event_seqs(job.last_event_seq());
         txn.WriteJob(job);
         return {Status::Ok(), std::move(job), true};
       }
@@ -1896,9 +1897,29 @@ class JobStore::Impl {
     while (!closing) {
       close_cv.wait_for(lock, opts.batch_sync_interval);
       lock.unlock();
-      (void)db->SyncWAL();
+      SyncBatch();
       lock.lock();
     }
+  }
+
+  // One timed fsync of --sync=batch. Its failure means what it means under --sync=always:
+  // writes already answered may not be on disk, and later ones build on them, so the store
+  // refuses writes from now on and Health() says why (/readyz 503); a restart recovers a
+  // consistent prefix from the WAL.
+  void SyncBatch() {
+    if (failed) return;
+    std::lock_guard wal_lock(wal_mu);
+    if (!WalSyncable()) return;  // RocksDB is recovering from a failed append (a full disk)
+    const auto start = std::chrono::steady_clock::now();
+    Status st = FromRocks(db->SyncWAL(), "fsync of the write-ahead log (--sync=batch)");
+    if (opts.on_wal_sync) {
+      opts.on_wal_sync(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
+    if (st.ok()) return;
+    std::lock_guard lock(durable_mu);
+    failure = Status::Unavailable(st.message() + "; restart ledgerqd to recover");
+    failed = true;
   }
 
   Status Close() {

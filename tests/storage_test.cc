@@ -100,6 +100,10 @@ TEST_CASE("every transition appends exactly one event with its principal", "[sto
   REQUIRE(dedup.status.ok());
   CHECK(dedup.deduplicated);
   CHECK(store->Head().seq == 2);
+  // The record's last event is the DEDUPLICATED one, as its event list says (they disagreed).
+  CHECK(dedup.job.last_event_seq() == 2);
+  CHECK(store->GetJob(created.job.id())->last_event_seq() == 2);
+  REQUIRE(store->GetJob(created.job.id())->event_seqs_size() == 2);
   auto conflict = EnqueueOne(*store, Job("q", "k1", R"({"a":2})"));
   CHECK(conflict.status.code() == Code::kAlreadyExists);
   CHECK(store->Head().seq == 2);  // a rejected submission writes nothing

@@ -168,7 +168,8 @@ TEST_CASE("disk full: writes refused, reads and health served, resumes by itself
 }
 
 // Starts a daemon whose fsync/fdatasync go through the fault shim, controlled in `faults`.
-bool StartWithShim(Daemon& d, const std::string& data, const std::string& faults) {
+bool StartWithShim(Daemon& d, const std::string& data, const std::string& faults,
+                   const std::vector<std::string>& extra_args = {}) {
   ::setenv("LD_PRELOAD", LEDGERQ_FSYNC_SHIM_PATH, 1);
   ::setenv("LEDGERQ_FAULT_DIR", faults.c_str(), 1);
   // Under AddressSanitizer the shim comes before its runtime; that is fine for a shim that only
@@ -176,7 +177,7 @@ bool StartWithShim(Daemon& d, const std::string& data, const std::string& faults
   const char* asan = std::getenv("ASAN_OPTIONS");
   const std::string saved = asan ? asan : "";
   ::setenv("ASAN_OPTIONS", (saved + ":verify_asan_link_order=0").c_str(), 1);
-  bool ok = d.Start(data);
+  bool ok = d.Start(data, extra_args);
   ::unsetenv("LD_PRELOAD");
   ::unsetenv("LEDGERQ_FAULT_DIR");
   if (asan) {
@@ -275,6 +276,41 @@ TEST_CASE("failing fsync: nothing more is acknowledged, not ready, a restart rec
   auto c2 = MakeClient(d2.grpc_address());
   CHECK(c2.Enqueue(Req("q", "t", "{}", "k3")).ok());
   CHECK(HttpGet(d2.http_port(), "/readyz").status == 200);
+  REQUIRE(Terminate(d2).code == 0);
+  AuditOk(dir.Sub("data"));
+}
+
+TEST_CASE("failing fsync under --sync=batch: the timer's failure stops writes and readiness",
+          "[faults]") {
+  // The batch syncer used to drop SyncWAL's status: the disk failed, and the daemon went on
+  // taking (and answering) writes and reporting ready.
+  TempDir dir;
+  std::filesystem::create_directories(dir.Sub("faults"));
+  Daemon d;
+  REQUIRE(StartWithShim(d, dir.Sub("data"), dir.Sub("faults"), {"--sync", "batch"}));
+  auto c = MakeClient(d.grpc_address());
+  std::set<uint64_t> acked;
+  for (int i = 0; i < 5; ++i) {
+    auto r = c.Enqueue(Req("q", "t", "{}"));
+    REQUIRE(r.ok());
+    acked.insert(r->job().id());
+  }
+  // Let the timer make those durable, then break the disk.
+  std::this_thread::sleep_for(500ms);
+  REQUIRE(WriteFile(dir.Sub("faults/fsync_eio"), ""));
+  CHECK(WaitFor([&] { return HttpGet(d.http_port(), "/readyz").status == 503; }, 10s));
+  CHECK(HttpGet(d.http_port(), "/readyz").body.find("fsync") != std::string::npos);
+  auto refused = c.Enqueue(Req("q", "t", "{}", "after-eio"));
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.status().code() == Code::kUnavailable);
+  CHECK(refused.status().message().find("restart") != std::string::npos);
+  std::filesystem::remove(dir.Sub("faults/fsync_eio"));
+
+  d.Signal(SIGKILL);
+  d.Wait();
+  Daemon d2;
+  REQUIRE(d2.Start(dir.Sub("data")));
+  CheckNothingLost(d2.grpc_address(), acked);
   REQUIRE(Terminate(d2).code == 0);
   AuditOk(dir.Sub("data"));
 }
