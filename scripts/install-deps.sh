@@ -16,8 +16,10 @@ BUILD_PKGS=(
   catch2 libjemalloc-dev
 )
 # Test-only tools: promtool (metrics/rules checks), procps (pkill/ps in e2e scripts), clang-14
-# and libclang-rt-14-dev (libFuzzer targets, scripts/fuzz.sh).
-TEST_PKGS=(prometheus procps clang-14 libclang-rt-14-dev)
+# and libclang-rt-14-dev (libFuzzer targets, scripts/fuzz.sh); the Python client's runtime and
+# pytest (for /usr/bin/python3), and openssl for its TLS tests.
+TEST_PKGS=(prometheus procps clang-14 libclang-rt-14-dev
+  python3-grpcio python3-protobuf python3-pytest openssl)
 
 want=("${BUILD_PKGS[@]}")
 if [[ "${1:-}" == "--with-tests" ]]; then

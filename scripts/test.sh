@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quick start, step 2 (and what CI runs): install what is needed, build everything, and run
 # every test through CTest, three ways:
-#   1. the normal build (build/): unit, end-to-end, torture (25 SIGKILLs), fault and deploy tests;
+#   1. the normal build (build/): unit, end-to-end, torture (25 SIGKILLs), fault and deploy tests,
+#      then the client packages' tests (clients/python) against the daemon it built;
 #   2. the same suite under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/);
 #   3. the unit tests under ThreadSanitizer (build-tsan/);
 #   4. each libFuzzer target for a few seconds over its seed corpus (build-fuzz/, clang-14).
@@ -21,6 +22,9 @@ step "normal build and tests"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLEDGERQ_BUILD_TESTS=ON >/dev/null
 cmake --build build -j2
 (cd build && ctest --output-on-failure -j2 --timeout 600)
+
+step "client packages against the real daemon: Python (clients/python)"
+bash clients/python/run-tests.sh
 ((quick)) && exit 0
 
 step "AddressSanitizer + UndefinedBehaviorSanitizer build and tests"
