@@ -33,6 +33,14 @@ for p in "${want[@]}"; do
   fi
 done
 
+# The Node client's tests need node >= 18 and npm: Debian's nodejs and npm, unless a node and npm
+# are already installed (a NodeSource nodejs, for one, conflicts with Debian's npm package).
+if [[ "${1:-}" == "--with-tests" ]] && ! { command -v node && command -v npm; } >/dev/null 2>&1; then
+  for p in nodejs npm; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+fi
+
 if ((${#missing[@]} == 0)); then
   echo "install-deps: all ${#want[@]} packages present"
   exit 0

@@ -2,7 +2,7 @@
 # Quick start, step 2 (and what CI runs): install what is needed, build everything, and run
 # every test through CTest, three ways:
 #   1. the normal build (build/): unit, end-to-end, torture (25 SIGKILLs), fault and deploy tests,
-#      then the client packages' tests (clients/python) against the daemon it built;
+#      then the client packages' tests (clients/python, clients/node) against the daemon it built;
 #   2. the same suite under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/);
 #   3. the unit tests under ThreadSanitizer (build-tsan/);
 #   4. each libFuzzer target for a few seconds over its seed corpus (build-fuzz/, clang-14).
@@ -23,8 +23,9 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLEDGERQ_BUILD_TESTS=ON >
 cmake --build build -j2
 (cd build && ctest --output-on-failure -j2 --timeout 600)
 
-step "client packages against the real daemon: Python (clients/python)"
+step "client packages against the real daemon: Python (clients/python), Node (clients/node)"
 bash clients/python/run-tests.sh
+bash clients/node/run-tests.sh
 ((quick)) && exit 0
 
 step "AddressSanitizer + UndefinedBehaviorSanitizer build and tests"
