@@ -7,8 +7,13 @@
 # Both stages use the same Debian release, so the runtime packages below are exactly the sonames
 # the build stage linked against. See docs/deploy.md.
 
+# BASE: any Debian 12 (bookworm) image. The default pulls debian:12 from a registry; where none is
+# reachable, deploy/container-test.sh builds a local one with debootstrap and passes
+# --build-arg BASE=localhost/debian:12. Both stages use it, so their packages match.
+ARG BASE=debian:12
+
 ############################## build ##############################
-FROM debian:12 AS build
+FROM ${BASE} AS build
 ARG DEBIAN_FRONTEND=noninteractive
 WORKDIR /src
 
@@ -21,7 +26,7 @@ RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DLEDGERQ_BUILD_TESTS=OFF \
  && cmake --build build -j2 --target ledgerqd ledgerq
 
 ############################## runtime ##############################
-FROM debian:12 AS runtime
+FROM ${BASE} AS runtime
 ARG DEBIAN_FRONTEND=noninteractive
 
 # Shared libraries only (no -dev packages); their own dependencies (abseil, c-ares, re2, snappy,

@@ -19,7 +19,8 @@ BUILD_PKGS=(
 # and libclang-rt-14-dev (libFuzzer targets, scripts/fuzz.sh); the Python client's runtime and
 # pytest (for /usr/bin/python3), and openssl for its TLS tests.
 TEST_PKGS=(prometheus procps clang-14 libclang-rt-14-dev
-  python3-grpcio python3-protobuf python3-pytest openssl)
+  python3-grpcio python3-protobuf python3-pytest openssl
+  python3-yaml iproute2 util-linux)
 
 want=("${BUILD_PKGS[@]}")
 if [[ "${1:-}" == "--with-tests" ]]; then
@@ -39,6 +40,13 @@ if [[ "${1:-}" == "--with-tests" ]] && ! { command -v node && command -v npm; } 
   for p in nodejs npm; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
+fi
+
+# deploy/kubernetes/validate.sh needs a kubectl: Debian's kubernetes-client unless one is there
+# (another kubectl package owns /usr/bin/kubectl and conflicts with it).
+if [[ "${1:-}" == "--with-tests" ]] && ! command -v kubectl >/dev/null 2>&1; then
+  dpkg-query -W -f='${Status}' kubernetes-client 2>/dev/null | grep -q "install ok installed" ||
+    missing+=(kubernetes-client)
 fi
 
 if ((${#missing[@]} == 0)); then
