@@ -199,7 +199,7 @@ TEST_CASE("each way a job dies marks it for remediation in the death's own write
       auto leased = f.Lease(made.job.id());
       REQUIRE(leased.ok());
       r = f.Apply(made.job.id(),
-                  sched::ExpireFn({made.job.id(), leased->attempts()}, sched::RetryPolicy{},
+                  sched::ExpireFn({made.job.id(), leased->attempts(), {}}, sched::RetryPolicy{},
                                   [] { return 0.0; }),
                   "ledgerqd");
       REQUIRE(r.ok());
