@@ -155,7 +155,8 @@ detect_mirror() {
     ' "$f" | grep -E '/debian/?$' | head -n1 || true)
     if [[ -n "$uri" ]]; then echo "${uri%/}"; return; fi
   done
-  echo "http://deb.debian.org/debian"
+  echo "container-test: no Debian mirror in apt's sources; set LEDGERQ_DEBIAN_MIRROR" >&2
+  return 1
 }
 MIRROR="${LEDGERQ_DEBIAN_MIRROR:-$(detect_mirror)}"
 SECURITY_MIRROR="${LEDGERQ_DEBIAN_SECURITY_MIRROR:-${MIRROR%/debian}/debian-security}"
