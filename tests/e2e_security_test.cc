@@ -22,7 +22,6 @@
 #include <cstdint>
 #include <fstream>
 #include <map>
-#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -768,14 +767,18 @@ TEST_CASE("security: finding 9: jobs outside the scope of the caller are NOT_FOU
     CHECK(by_key.status().code() == Code::kNotFound);
     auto no_key = ops.GetJobByIdempotencyKey("b1", "kb-never-used");
     CHECK(no_key.status().code() == Code::kNotFound);
-    CHECK(by_key.status().message() ==
-          std::regex_replace(no_key.status().message(), std::regex("kb-never-used"), "kb"));
+    std::string expected = no_key.status().message();
+    const std::string unused = "kb-never-used";
+    if (auto at = expected.find(unused); at != std::string::npos)
+      expected.replace(at, unused.size(), "kb");
+    CHECK(by_key.status().message() == expected);
 
     v1::GetJobHistoryRequest hr;
     hr.set_trace_id(trace_id);
     auto by_trace = ops.GetJobHistory(hr);
     CHECK(by_trace.status().code() == Code::kNotFound);
-    CHECK_FALSE(Contains(by_trace.status().message(), "b1"));
+    // (The trace id is random hex, so "b1" may well be in it: compare the whole message.)
+    CHECK(by_trace.status().message() == "no job was submitted in trace " + trace_id);
 
     auto cancel = ops.CancelJob(k, "probing");
     CHECK(cancel.status().code() == Code::kNotFound);
