@@ -14,6 +14,7 @@
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
@@ -67,7 +68,19 @@ TEST_CASE(
   }
   INFO("connections opened: " << fds.size());
   REQUIRE(fds.size() > 256);
-  std::this_thread::sleep_for(1s);  // let the daemon's accept loop run into the limit
+  // Let the daemon's accept loop run into the limit: wait until it holds (nearly) all of its 256
+  // descriptors, however slow it is (a sanitizer build under load takes a while), then a moment.
+  auto open_fds = [pid = d.pid()] {
+    std::error_code ec;
+    int n = 0;
+    for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec);
+         !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+      ++n;
+    }
+    return n;
+  };
+  REQUIRE(WaitFor([&] { return open_fds() >= 250; }, 30s, 50ms));
+  std::this_thread::sleep_for(500ms);
   for (int fd : fds) ::close(fd);
 
   // Every socket is closed now, and gRPC 1.51's listener stays dead: a call gets no answer.
