@@ -859,7 +859,7 @@ void Dispatcher::Heartbeat(std::vector<Token> tokens, microseconds extend_by,
       if (it == entries_.end() || it->second.phase != Phase::kLeased ||
           it->second.attempt != tokens[i].attempt || it->second.deadline <= now) {
         o.lost = true;
-        o.message = "lease " + TokenText(tokens[i]) + " is lost: it expired or moved on";
+        o.message = LeaseLostText(tokens[i]);
         continue;
       }
       Entry& e = it->second;

@@ -132,6 +132,10 @@ std::string TokenText(const Token& t) {
   return "(job " + std::to_string(t.job_id) + ", attempt " + std::to_string(t.attempt) + ")";
 }
 
+std::string LeaseLostText(const Token& t) {
+  return "lease " + TokenText(t) + " is lost: it expired or moved on";
+}
+
 RetryPolicy EffectivePolicy(const RetryPolicy& queue_policy, const JobRecord& job) {
   RetryPolicy p = queue_policy;
   p.max_attempts = job.max_attempts();

@@ -24,6 +24,9 @@ struct Token {
 
 // "(job 5, attempt 2)": never the nonce.
 std::string TokenText(const Token& t);
+// What a heartbeat says of a lease it does not know (expired, moved on, or not the caller's to
+// see: the server answers those alike).
+std::string LeaseLostText(const Token& t);
 
 inline constexpr size_t kLeaseNonceBytes = 16;
 

@@ -217,13 +217,13 @@ grpc::Status WorkerServiceImpl::AuthorizeJobs(grpc::CallbackServerContext* ctx, 
                                               const std::vector<uint64_t>& job_ids,
                                               Caller* caller) {
   grpc::Status a = auth_->Check(ctx, Permission::kWork, method, caller);
-  if (!a.ok() || caller->AllQueues()) return a;
-  // A snapshot read per job; a job that is not found is left to the dispatcher to refuse.
-  for (uint64_t id : job_ids) {
-    auto job = store_->GetJob(id);
-    if (!job.ok()) continue;
-    a = auth_->CheckQueue(*caller, Permission::kWork, method, job->queue());
-    if (!a.ok()) return Authorizer::HideJob(a, Authorizer::JobNotFound(id));
+  if (!a.ok()) return a;
+  // A job that is not found is left to the dispatcher to refuse.
+  const std::vector<bool> hidden =
+      OutOfScope(*auth_, *store_, *caller, Permission::kWork, method, job_ids);
+  for (size_t i = 0; i < job_ids.size(); ++i) {
+    if (hidden[i])
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, Authorizer::JobNotFound(job_ids[i]));
   }
   return a;
 }
@@ -320,7 +320,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerConte
         if ((*hidden)[i]) {
           o.token = (*all)[i];
           o.lost = true;
-          o.message = "lease " + scheduler::TokenText(o.token) + " is lost: it expired or moved on";
+          o.message = scheduler::LeaseLostText(o.token);
         } else {
           o = (*r)[next++];
         }
